@@ -1,0 +1,225 @@
+//! The action context: everything one reconcile of one object reads and produces.
+
+use std::{fmt, sync::Arc};
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::{
+    Client, Resource, ResourceExt,
+    api::ApiResource,
+    runtime::events::{Event, EventType},
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{Action, Object, ReconcileError};
+
+/// Whether the object is being brought up to date or cleaned up before deletion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The object exists and is not being deleted: `apply` runs.
+    Apply,
+    /// The object is being deleted and still carries the controller's finalizer: `cleanup` runs.
+    Cleanup,
+}
+
+/// A descendant registered for server-side apply.
+#[derive(Clone, Debug)]
+pub(crate) struct Descendant {
+    pub(crate) resource: ApiResource,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) body: Value,
+}
+
+type AfterProcessed = Box<dyn FnOnce(Result<&Action, &ReconcileError>) + Send + Sync>;
+
+/// The action context of one reconcile (Bonny's `Axn`).
+///
+/// It carries the object and the phase, and gathers what the reconcile wants done: descendants
+/// to apply, the status to write, events to publish and callbacks to run when processing ends.
+/// The runtime's steps act on those after `apply`/`cleanup` returns, and write nothing when the
+/// cluster already matches.
+pub struct Axn<K> {
+    object: Arc<K>,
+    phase: Phase,
+    client: Client,
+    controller: Arc<str>,
+    pub(crate) descendants: Vec<Descendant>,
+    pub(crate) status: Option<Value>,
+    pub(crate) events: Vec<Event>,
+    pub(crate) after: Vec<AfterProcessed>,
+}
+
+impl<K: Object> Axn<K> {
+    pub(crate) fn new(object: Arc<K>, client: Client, controller: Arc<str>) -> Self {
+        Self {
+            object,
+            phase: Phase::Apply,
+            client,
+            controller,
+            descendants: Vec::new(),
+            status: None,
+            events: Vec::new(),
+            after: Vec::new(),
+        }
+    }
+
+    /// The object being reconciled, as last seen by the watch.
+    pub fn object(&self) -> &K {
+        &self.object
+    }
+
+    /// The object's name.
+    pub fn name(&self) -> String {
+        self.object.name_any()
+    }
+
+    /// The object's namespace (`None` for cluster-scoped objects).
+    pub fn namespace(&self) -> Option<String> {
+        self.object.namespace()
+    }
+
+    /// Apply or cleanup.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub(crate) fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
+    }
+
+    /// A client for anything the reconcile needs beyond what the context offers.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The name of the controller running this reconcile.
+    pub fn controller_name(&self) -> &str {
+        &self.controller
+    }
+
+    /// Register a descendant: after `apply` returns it is server-side applied with an owner
+    /// reference to the object and the controller's field manager, unless the live object
+    /// already holds every field given here.
+    ///
+    /// The descendant goes to the object's namespace unless it names one itself.
+    ///
+    /// # Errors
+    /// When the descendant cannot be serialized, has no name, or the object has no UID yet.
+    pub fn register_descendant<C>(&mut self, descendant: C) -> Result<&mut Self, ReconcileError>
+    where
+        C: Object + Resource<Scope = NamespaceResourceScope>,
+    {
+        let owner = self.object.controller_owner_ref(&()).ok_or_else(|| {
+            ReconcileError::msg(format!(
+                "cannot own a descendant: {} {} has no uid yet",
+                K::kind(&()),
+                self.object.name_any()
+            ))
+        })?;
+        let name = descendant.meta().name.clone().ok_or_else(|| {
+            ReconcileError::msg(format!("a {} descendant needs metadata.name", C::kind(&())))
+        })?;
+        let namespace = descendant
+            .meta()
+            .namespace
+            .clone()
+            .or_else(|| self.object.namespace())
+            .ok_or_else(|| {
+                ReconcileError::msg(format!(
+                    "the {} descendant {name} needs metadata.namespace: its owner is cluster-scoped",
+                    C::kind(&())
+                ))
+            })?;
+        let mut body = serde_json::to_value(&descendant)?;
+        body["apiVersion"] = Value::String(C::api_version(&()).into_owned());
+        body["kind"] = Value::String(C::kind(&()).into_owned());
+        let meta = body
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| ReconcileError::msg(format!("the {} descendant {name} has no metadata", C::kind(&()))))?;
+        for server_owned in [
+            "uid",
+            "resourceVersion",
+            "generation",
+            "creationTimestamp",
+            "managedFields",
+            "selfLink",
+        ] {
+            meta.remove(server_owned);
+        }
+        meta.insert("namespace".into(), Value::String(namespace.clone()));
+        meta.insert("ownerReferences".into(), serde_json::to_value(vec![owner])?);
+        self.descendants.push(Descendant {
+            resource: ApiResource::erase::<C>(&()),
+            namespace,
+            name,
+            body,
+        });
+        Ok(self)
+    }
+
+    /// Set the status to write to the status subresource after the reconcile (fields are
+    /// merged into the current status; nothing is written when they already match).
+    ///
+    /// # Errors
+    /// When the status cannot be serialized to a JSON object.
+    pub fn set_status<S: Serialize>(&mut self, status: S) -> Result<&mut Self, ReconcileError> {
+        let value = serde_json::to_value(status)?;
+        if !value.is_object() {
+            return Err(ReconcileError::msg("a status must serialize to a JSON object"));
+        }
+        self.status = Some(value);
+        Ok(self)
+    }
+
+    /// The status set so far in this reconcile.
+    pub fn status(&self) -> Option<&Value> {
+        self.status.as_ref()
+    }
+
+    /// Queue a Normal event about the object.
+    pub fn normal_event(&mut self, reason: &str, note: impl Into<String>) -> &mut Self {
+        self.event(EventType::Normal, reason, note)
+    }
+
+    /// Queue a Warning event about the object.
+    pub fn warning_event(&mut self, reason: &str, note: impl Into<String>) -> &mut Self {
+        self.event(EventType::Warning, reason, note)
+    }
+
+    fn event(&mut self, type_: EventType, reason: &str, note: impl Into<String>) -> &mut Self {
+        self.events.push(Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note.into()),
+            action: match self.phase {
+                Phase::Apply => "Reconcile".to_owned(),
+                Phase::Cleanup => "Cleanup".to_owned(),
+            },
+            secondary: None,
+        });
+        self
+    }
+
+    /// Run `callback` once processing of this object ends, with its outcome.
+    pub fn after_processed(
+        &mut self,
+        callback: impl FnOnce(Result<&Action, &ReconcileError>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.after.push(Box::new(callback));
+        self
+    }
+}
+
+impl<K: Object> fmt::Debug for Axn<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Axn")
+            .field("object", &self.object.name_any())
+            .field("phase", &self.phase)
+            .field("descendants", &self.descendants.len())
+            .field("status", &self.status)
+            .field("events", &self.events.len())
+            .finish()
+    }
+}

@@ -1,0 +1,219 @@
+//! A controller's declaration, built once and read by the runtime and the manifest generator.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::{
+    Client, Resource,
+    api::ApiResource,
+    runtime::{Controller as KubeController, watcher},
+};
+
+use super::{Backoff, Object, Scope, Step};
+use crate::manifest::Rule;
+
+/// How a controller is set up: finalizer, owned kinds, RBAC rules, extra steps, intervals.
+///
+/// Built by the [`controller`](crate::controller) macro, or by hand in
+/// [`Controller::config`](super::Controller::config).
+#[must_use]
+pub struct Config<K: Object> {
+    pub(crate) name: Option<String>,
+    pub(crate) finalizer: Option<String>,
+    pub(crate) owns: Vec<OwnedKind<K>>,
+    pub(crate) rules: Vec<Rule>,
+    pub(crate) steps: Vec<Arc<dyn Step<K>>>,
+    pub(crate) requeue_after: Option<Duration>,
+    pub(crate) skip_observed_generation: bool,
+    pub(crate) backoff: Backoff,
+    pub(crate) concurrency: u16,
+}
+
+impl<K: Object> Default for Config<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Object> Config<K> {
+    /// A controller with no finalizer, no owned kinds and no extra rules or steps.
+    pub fn new() -> Self {
+        Self {
+            name: None,
+            finalizer: None,
+            owns: Vec::new(),
+            rules: Vec::new(),
+            steps: Vec::new(),
+            requeue_after: None,
+            skip_observed_generation: false,
+            backoff: Backoff::default(),
+            concurrency: 0,
+        }
+    }
+
+    /// The controller's name in logs, metrics and events (default: the kind, lowercased).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Put this finalizer on every object so that [`cleanup`](super::Reconcile::cleanup) runs
+    /// (exactly once, to success) before the object goes away.
+    pub fn finalizer(mut self, name: impl Into<String>) -> Self {
+        self.finalizer = Some(name.into());
+        self
+    }
+
+    /// Watch descendants of kind `Child`: a change to one that the object owns reconciles the
+    /// object again. Adds the RBAC rule the descendant step needs.
+    pub fn owns<Child>(mut self) -> Self
+    where
+        Child: Object + Resource<Scope = NamespaceResourceScope>,
+    {
+        self.owns.push(OwnedKind::of::<Child>());
+        self
+    }
+
+    /// An RBAC rule the controller's own code needs (beyond what the SDK adds by itself).
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// Run `step` before the author's `apply`/`cleanup`, after the built-in steps, in the order
+    /// added.
+    pub fn step(mut self, step: impl Step<K> + 'static) -> Self {
+        self.steps.push(Arc::new(step));
+        self
+    }
+
+    /// Reconcile every object at least this often, even when nothing changed.
+    pub fn requeue_after(mut self, every: Duration) -> Self {
+        self.requeue_after = Some(every);
+        self
+    }
+
+    /// Skip `apply` when `status.observedGeneration` equals `metadata.generation`, and record
+    /// the generation in the status after each successful apply.
+    ///
+    /// Only for controllers whose descendants are not edited by others: a change to a
+    /// descendant does not bump the parent's generation, so drift would not be repaired.
+    pub fn skip_observed_generation(mut self) -> Self {
+        self.skip_observed_generation = true;
+        self
+    }
+
+    /// Retry policy for failed reconciles.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How many objects may be reconciled at once (0, the default, means no limit). One object
+    /// is never reconciled twice at the same time.
+    pub fn concurrency(mut self, concurrency: u16) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// The controller's name: the one set, else the kind in lower case.
+    pub fn controller_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| K::kind(&()).to_lowercase())
+    }
+
+    /// The finalizer, if one was declared.
+    pub fn finalizer_name(&self) -> Option<&str> {
+        self.finalizer.as_deref()
+    }
+
+    /// The owned kinds, in the order declared.
+    pub fn owned_kinds(&self) -> &[OwnedKind<K>] {
+        &self.owns
+    }
+
+    /// The RBAC rules declared by the author (not yet those the SDK adds).
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The periodic reconcile interval, if any.
+    pub fn periodic(&self) -> Option<Duration> {
+        self.requeue_after
+    }
+}
+
+impl<K: Object> fmt::Debug for Config<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("name", &self.name)
+            .field("finalizer", &self.finalizer)
+            .field("owns", &self.owns)
+            .field("rules", &self.rules)
+            .field("steps", &self.steps.len())
+            .field("requeue_after", &self.requeue_after)
+            .field("skip_observed_generation", &self.skip_observed_generation)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
+
+type Attach<K> = fn(KubeController<K>, Client, Option<&str>) -> KubeController<K>;
+
+/// A kind of descendant a controller owns and watches.
+pub struct OwnedKind<K: Object> {
+    resource: ApiResource,
+    attach: Attach<K>,
+}
+
+impl<K: Object> OwnedKind<K> {
+    fn of<Child>() -> Self
+    where
+        Child: Object + Resource<Scope = NamespaceResourceScope>,
+    {
+        Self {
+            resource: ApiResource::erase::<Child>(&()),
+            attach: attach::<K, Child>,
+        }
+    }
+
+    /// Group, version, kind and plural of the descendant.
+    pub fn api_resource(&self) -> &ApiResource {
+        &self.resource
+    }
+
+    pub(crate) fn attach(
+        &self,
+        controller: KubeController<K>,
+        client: Client,
+        namespace: Option<&str>,
+    ) -> KubeController<K> {
+        (self.attach)(controller, client, namespace)
+    }
+}
+
+impl<K: Object> Clone for OwnedKind<K> {
+    fn clone(&self) -> Self {
+        Self {
+            resource: self.resource.clone(),
+            attach: self.attach,
+        }
+    }
+}
+
+impl<K: Object> fmt::Debug for OwnedKind<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedKind")
+            .field("api_version", &self.resource.api_version)
+            .field("kind", &self.resource.kind)
+            .finish()
+    }
+}
+
+fn attach<K, Child>(controller: KubeController<K>, client: Client, namespace: Option<&str>) -> KubeController<K>
+where
+    K: Object,
+    Child: Object + Resource<Scope = NamespaceResourceScope>,
+{
+    let api = <Child as Resource>::Scope::api::<Child>(client, namespace);
+    controller.owns(api, watcher::Config::default())
+}

@@ -1,0 +1,207 @@
+//! Prometheus metrics, named like controller-runtime's so existing dashboards work.
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// How a reconcile ended, as the `result` label of `controller_runtime_reconcile_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReconcileResult {
+    /// Succeeded and waits for the next change.
+    success,
+    /// Succeeded and asked to run again after a delay.
+    requeue_after,
+    /// Failed (including a panic in the author's code).
+    error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    controller: String,
+    result: ReconcileResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseLabels {
+    name: String,
+}
+
+/// The operator's metrics and the registry they live in. Cheap to clone.
+///
+/// Authors register their own metrics on the same registry with [`Metrics::register`], and
+/// they are served on the same `/metrics` endpoint.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    reconcile_total: Family<ResultLabels, Counter>,
+    reconcile_errors: Family<ControllerLabels, Counter>,
+    reconcile_time: Family<ControllerLabels, Histogram>,
+    active_workers: Family<ControllerLabels, Gauge>,
+    leader_status: Family<LeaseLabels, Gauge>,
+    leader_transitions: Family<LeaseLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with the SDK's metrics in it.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let reconcile_total = Family::<ResultLabels, Counter>::default();
+        let reconcile_errors = Family::<ControllerLabels, Counter>::default();
+        let reconcile_time = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+        });
+        let active_workers = Family::<ControllerLabels, Gauge>::default();
+        let leader_status = Family::<LeaseLabels, Gauge>::default();
+        let leader_transitions = Family::<LeaseLabels, Counter>::default();
+        registry.register(
+            "controller_runtime_reconcile",
+            "Total number of reconciliations per controller",
+            reconcile_total.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_errors",
+            "Total number of reconciliation errors per controller",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_time_seconds",
+            "Length of time per reconciliation per controller",
+            reconcile_time.clone(),
+        );
+        registry.register(
+            "controller_runtime_active_workers",
+            "Number of reconciles running now per controller",
+            active_workers.clone(),
+        );
+        registry.register(
+            "leader_election_master_status",
+            "1 while this replica holds the leader Lease, else 0",
+            leader_status.clone(),
+        );
+        registry.register(
+            "leader_election_transitions",
+            "Times this replica acquired the leader Lease",
+            leader_transitions.clone(),
+        );
+        Self {
+            registry: Arc::new(Mutex::new(registry)),
+            reconcile_total,
+            reconcile_errors,
+            reconcile_time,
+            active_workers,
+            leader_status,
+            leader_transitions,
+        }
+    }
+
+    /// Lock the registry to register the author's own metrics.
+    ///
+    /// ```
+    /// use prometheus_client::metrics::counter::Counter;
+    /// let metrics = bonny::observe::Metrics::new();
+    /// let widgets_resized = Counter::<u64>::default();
+    /// metrics.register().register("widgets_resized", "Widgets whose size changed", widgets_resized.clone());
+    /// widgets_resized.inc();
+    /// assert!(metrics.encode().contains("widgets_resized_total 1"));
+    /// ```
+    pub fn register(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.register());
+        out
+    }
+
+    pub(crate) fn reconcile_started(&self, controller: &str) {
+        self.active_workers.get_or_create(&controller_labels(controller)).inc();
+    }
+
+    pub(crate) fn reconcile_finished(&self, controller: &str, result: ReconcileResult, elapsed: Duration) {
+        let labels = controller_labels(controller);
+        self.active_workers.get_or_create(&labels).dec();
+        self.reconcile_time.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.reconcile_total
+            .get_or_create(&ResultLabels {
+                controller: controller.to_owned(),
+                result,
+            })
+            .inc();
+        if result == ReconcileResult::error {
+            self.reconcile_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    pub(crate) fn set_leader(&self, lease: &str, leading: bool) {
+        let labels = LeaseLabels { name: lease.to_owned() };
+        let was = self.leader_status.get_or_create(&labels).set(i64::from(leading));
+        if leading && was == 0 {
+            self.leader_transitions.get_or_create(&labels).inc();
+        }
+    }
+}
+
+fn controller_labels(controller: &str) -> ControllerLabels {
+    ControllerLabels {
+        controller: controller.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconcile_counts_by_result() {
+        let metrics = Metrics::new();
+        metrics.reconcile_started("widget");
+        metrics.reconcile_finished("widget", ReconcileResult::success, Duration::from_millis(3));
+        metrics.reconcile_started("widget");
+        metrics.reconcile_finished("widget", ReconcileResult::error, Duration::from_millis(3));
+        let text = metrics.encode();
+        assert!(text.contains(r#"controller_runtime_reconcile_total{controller="widget",result="success"} 1"#), "{text}");
+        assert!(text.contains(r#"controller_runtime_reconcile_total{controller="widget",result="error"} 1"#), "{text}");
+        assert!(text.contains(r#"controller_runtime_reconcile_errors_total{controller="widget"} 1"#), "{text}");
+        assert!(text.contains(r#"controller_runtime_active_workers{controller="widget"} 0"#), "{text}");
+    }
+
+    #[test]
+    fn leader_transitions_count_acquisitions_only() {
+        let metrics = Metrics::new();
+        metrics.set_leader("lease", true);
+        metrics.set_leader("lease", true);
+        metrics.set_leader("lease", false);
+        metrics.set_leader("lease", true);
+        let text = metrics.encode();
+        assert!(text.contains(r#"leader_election_master_status{name="lease"} 1"#), "{text}");
+        assert!(text.contains(r#"leader_election_transitions_total{name="lease"} 2"#), "{text}");
+    }
+}

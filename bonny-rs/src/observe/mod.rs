@@ -1,0 +1,10 @@
+//! Observability: Prometheus metrics, health and readiness probes, log setup.
+
+mod health;
+mod logging;
+mod metrics;
+pub(crate) mod server;
+
+pub use health::Health;
+pub use logging::init_logging;
+pub use metrics::{Metrics, ReconcileResult};

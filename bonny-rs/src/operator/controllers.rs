@@ -1,0 +1,103 @@
+//! The set of controllers that leader election opens and closes as one.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    controller::runner::{Registration, RunContext},
+    observe::Metrics,
+};
+
+/// Starts every registered controller, and stops them all, as many times as asked.
+///
+/// Stopping cancels their watches, lets in-flight reconciles finish within the grace period,
+/// aborts what is left, and returns only once every task has ended.
+pub(crate) struct ControllerSet {
+    registrations: Arc<[Box<dyn Registration>]>,
+    runtime: RunContext,
+    grace: Duration,
+    running: Option<Running>,
+    leadership: Option<(Metrics, String)>,
+}
+
+struct Running {
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl ControllerSet {
+    pub(crate) fn new(registrations: Arc<[Box<dyn Registration>]>, runtime: RunContext, grace: Duration) -> Self {
+        Self {
+            registrations,
+            runtime,
+            grace,
+            running: None,
+            leadership: None,
+        }
+    }
+
+    /// Reflect opening and closing in the leader gauge of the Lease `lease`.
+    pub(crate) fn report_leadership(&mut self, metrics: Metrics, lease: String) {
+        metrics.set_leader(&lease, false);
+        self.leadership = Some((metrics, lease));
+    }
+
+    pub(crate) fn start(&mut self) {
+        if self.running.is_some() {
+            return;
+        }
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        for registration in self.registrations.iter() {
+            registration.spawn(&self.runtime, &stop, &mut tasks);
+        }
+        tracing::info!(controllers = self.registrations.len(), "controllers started");
+        self.running = Some(Running { stop, tasks });
+    }
+
+    pub(crate) async fn stop(&mut self) {
+        let Some(Running { stop, mut tasks }) = self.running.take() else {
+            return;
+        };
+        stop.cancel();
+        let drained = tokio::time::timeout(self.grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(grace = ?self.grace, "reconciles still running after the grace period; aborting them");
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        self.runtime.health.caches_stopped();
+        tracing::info!("controllers stopped");
+    }
+
+    /// Completes when a controller task ends on its own (it should not while running).
+    pub(crate) async fn exited(&mut self) {
+        match &mut self.running {
+            Some(running) if !running.tasks.is_empty() => {
+                let _ = running.tasks.join_next().await;
+            }
+            _ => std::future::pending().await,
+        }
+    }
+}
+
+impl crate::leader::Gate for ControllerSet {
+    async fn open(&mut self) {
+        self.start();
+        if let Some((metrics, lease)) = &self.leadership {
+            metrics.set_leader(lease, true);
+        }
+    }
+
+    async fn close(&mut self) {
+        self.stop().await;
+        if let Some((metrics, lease)) = &self.leadership {
+            metrics.set_leader(lease, false);
+        }
+    }
+}

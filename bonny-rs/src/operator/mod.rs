@@ -1,0 +1,356 @@
+//! The operator: controllers, client, leader election, probes and shutdown, put together.
+//!
+//! ```no_run
+//! # use bonny::prelude::*;
+//! # async fn run<C: Controller>(controller: C) -> Result<(), bonny::Error> {
+//! Operator::builder()
+//!     .name("widget-operator")
+//!     .controller(controller)
+//!     .watch_namespace("team-a")
+//!     .leader_election(true)
+//!     .run()
+//!     .await
+//! # }
+//! ```
+
+mod controllers;
+mod settings;
+mod shutdown;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use kube::{Client, runtime::events::Reporter};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Error,
+    controller::{
+        Controller,
+        runner::{Registered, Registration, RunContext},
+    },
+    leader::{Elector, LeaderElection},
+    observe::{Health, Metrics, server::Server},
+};
+use controllers::ControllerSet;
+pub use settings::{Settings, parse_duration};
+
+const DEFAULT_HTTP_ADDR: ([u8; 4], u16) = ([0, 0, 0, 0], 8080);
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How far past the renew deadline a leader may go unrenewed before `/healthz` fails.
+const LIVENESS_GRACE: Duration = Duration::from_secs(5);
+
+/// Which namespaces the controllers watch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Namespaces {
+    /// Every namespace (needs a ClusterRole).
+    #[default]
+    All,
+    /// Only these (a Role in each is enough).
+    List(Vec<String>),
+}
+
+impl Namespaces {
+    /// One entry per watch: `None` for all namespaces.
+    pub(crate) fn scopes(&self) -> Vec<Option<String>> {
+        match self {
+            Self::All => vec![None],
+            Self::List(namespaces) => namespaces.iter().cloned().map(Some).collect(),
+        }
+    }
+}
+
+/// A configured operator, ready to [`run`](Operator::run).
+pub struct Operator {
+    name: String,
+    registrations: Arc<[Box<dyn Registration>]>,
+    namespaces: Namespaces,
+    client: Option<Client>,
+    leader: Option<LeaderElection>,
+    shutdown_timeout: Duration,
+    http_addr: Option<SocketAddr>,
+    metrics: Metrics,
+    health: Health,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operator")
+            .field("name", &self.name)
+            .field("controllers", &self.registrations.iter().map(|r| r.name()).collect::<Vec<_>>())
+            .field("namespaces", &self.namespaces)
+            .field("leader_election", &self.leader.is_some())
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Operator {
+    /// Start configuring an operator.
+    pub fn builder() -> OperatorBuilder {
+        OperatorBuilder::default()
+    }
+
+    /// The operator's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The metrics registry (to read, or to register the author's own metrics).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The health state behind `/healthz` and `/readyz`.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The settings read from the environment.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub(crate) fn registrations(&self) -> &[Box<dyn Registration>] {
+        &self.registrations
+    }
+
+    pub(crate) fn namespaces(&self) -> &Namespaces {
+        &self.namespaces
+    }
+
+    pub(crate) fn leader_election(&self) -> Option<&LeaderElection> {
+        self.leader.as_ref()
+    }
+
+    /// Run until SIGTERM or SIGINT, then shut down gracefully: stop taking work, let in-flight
+    /// reconciles finish within the shutdown timeout, release the Lease. A second signal exits
+    /// at once.
+    ///
+    /// # Errors
+    /// When the client cannot be configured, a resource is not installed or not permitted, the
+    /// probe server cannot bind, or leader election gives up.
+    pub async fn run(self) -> Result<(), Error> {
+        let stop = CancellationToken::new();
+        let signals = tokio::spawn(shutdown::watch_signals(stop.clone()));
+        let result = self.run_until(stop).await;
+        signals.abort();
+        result
+    }
+
+    /// Run until `stop` is cancelled (for embedding and tests; [`run`](Operator::run) wires it
+    /// to signals).
+    ///
+    /// # Errors
+    /// As [`run`](Operator::run).
+    pub async fn run_until(self, stop: CancellationToken) -> Result<(), Error> {
+        let client = match self.client {
+            Some(client) => client,
+            None => Client::try_default().await.map_err(Error::ClientConfig)?,
+        };
+        for registration in self.registrations.iter() {
+            registration.preflight(&client, &self.namespaces).await?;
+        }
+        let server_stop = CancellationToken::new();
+        let mut background = JoinSet::new();
+        if let Some(addr) = self.http_addr {
+            let server = Server::bind(addr, self.metrics.clone(), self.health.clone())
+                .await
+                .map_err(|source| Error::Http { addr, source })?;
+            let bound = server.local_addr().unwrap_or(addr);
+            tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+            background.spawn(server.serve(server_stop.clone()));
+        }
+        let elector = match self.leader {
+            Some(config) => Some(
+                Elector::new(config, client.clone(), &self.name).map_err(|err| Error::Config(err.to_string()))?,
+            ),
+            None => None,
+        };
+        let identity = elector
+            .as_ref()
+            .map(|elector| elector.identity().to_owned())
+            .or_else(|| self.settings.pod_name.clone());
+        let runtime = RunContext {
+            client,
+            namespaces: self.namespaces.clone(),
+            reporter: Reporter {
+                controller: self.name.clone(),
+                instance: identity,
+            },
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+        };
+        let mut controllers = ControllerSet::new(self.registrations.clone(), runtime, self.shutdown_timeout);
+        let result = match elector {
+            None => {
+                controllers.start();
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = controllers.exited() => tracing::error!("a controller stopped by itself; shutting down"),
+                }
+                controllers.stop().await;
+                Ok(())
+            }
+            Some(elector) => {
+                let status = elector.status();
+                let deadline = elector.renew_deadline() + LIVENESS_GRACE;
+                self.health.add_liveness_check(move || {
+                    if status.renewal_overdue(deadline) {
+                        Err(format!("the leader has not renewed its Lease for over {deadline:?}"))
+                    } else {
+                        Ok(())
+                    }
+                });
+                controllers.report_leadership(self.metrics.clone(), elector.lease_name().to_owned());
+                elector.run(&mut controllers, stop.clone()).await.map_err(Error::Leader)
+            }
+        };
+        server_stop.cancel();
+        while background.join_next().await.is_some() {}
+        tracing::info!("operator stopped");
+        result
+    }
+}
+
+/// Builds an [`Operator`]. Every setting has a production-safe default; environment variables
+/// (see [`Settings`]) fill what the builder leaves unset.
+#[must_use]
+#[derive(Default)]
+pub struct OperatorBuilder {
+    name: Option<String>,
+    registrations: Vec<Box<dyn Registration>>,
+    namespaces: Option<Vec<String>>,
+    client: Option<Client>,
+    leader: Option<LeaderElection>,
+    shutdown_timeout: Option<Duration>,
+    http_addr: Option<Option<SocketAddr>>,
+    metrics: Option<Metrics>,
+}
+
+impl OperatorBuilder {
+    /// The operator's name: used for the Lease, events and generated manifests.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Add a controller. Controllers of several resource types can be added.
+    pub fn controller<C: Controller>(mut self, controller: C) -> Self {
+        self.registrations.push(Box::new(Registered::new(controller)));
+        self
+    }
+
+    /// Watch this namespace (call again for more). Without any, all namespaces are watched.
+    pub fn watch_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespaces.get_or_insert_with(Vec::new).push(namespace.into());
+        self
+    }
+
+    /// Use this client instead of loading kubeconfig or the in-cluster configuration.
+    pub fn client(mut self, client: Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Run controllers only on the replica that holds the Lease (default settings: 15 s lease,
+    /// 10 s renew deadline, 2 s retry period).
+    pub fn leader_election(mut self, enabled: bool) -> Self {
+        self.leader = enabled.then(LeaderElection::default);
+        self
+    }
+
+    /// Leader election with explicit settings.
+    pub fn leader_election_with(mut self, config: LeaderElection) -> Self {
+        self.leader = Some(config);
+        self
+    }
+
+    /// How long in-flight reconciles may run after a stop is asked for (default 30 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = Some(timeout);
+        self
+    }
+
+    /// Serve `/metrics`, `/healthz` and `/readyz` here (default `0.0.0.0:8080`).
+    pub fn http_addr(mut self, addr: SocketAddr) -> Self {
+        self.http_addr = Some(Some(addr));
+        self
+    }
+
+    /// Serve no metrics or probes.
+    pub fn without_http(mut self) -> Self {
+        self.http_addr = Some(None);
+        self
+    }
+
+    /// Share this metrics registry (to register the author's metrics before building).
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Check the configuration and build the operator.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the rule that failed (no controllers, bad leader election
+    /// timings), or [`Error::InvalidEnv`] for an environment variable that does not parse.
+    pub fn build(self) -> Result<Operator, Error> {
+        let settings = Settings::from_env()?;
+        if self.registrations.is_empty() {
+            return Err(Error::Config(
+                "the operator has no controllers; add one with Operator::builder().controller(..)".into(),
+            ));
+        }
+        let name = self
+            .name
+            .or_else(|| settings.operator_name.clone())
+            .or_else(binary_name)
+            .unwrap_or_else(|| "bonny-operator".to_owned());
+        let namespaces = match self.namespaces.or_else(|| settings.watch_namespaces.clone()) {
+            Some(list) if !list.is_empty() => Namespaces::List(list),
+            _ => Namespaces::All,
+        };
+        let leader = match self.leader {
+            Some(config) => {
+                config.validate().map_err(|err| Error::Config(err.to_string()))?;
+                Some(config)
+            }
+            None => None,
+        };
+        let http_addr = self
+            .http_addr
+            .or(settings.http_addr)
+            .unwrap_or(Some(SocketAddr::from(DEFAULT_HTTP_ADDR)));
+        Ok(Operator {
+            name,
+            registrations: self.registrations.into(),
+            namespaces,
+            client: self.client,
+            leader,
+            shutdown_timeout: self
+                .shutdown_timeout
+                .or(settings.shutdown_timeout)
+                .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            http_addr,
+            metrics: self.metrics.unwrap_or_default(),
+            health: Health::default(),
+            settings,
+        })
+    }
+
+    /// Build and [`run`](Operator::run) until a termination signal.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build) and [`Operator::run`].
+    pub async fn run(self) -> Result<(), Error> {
+        self.build()?.run().await
+    }
+}
+
+fn binary_name() -> Option<String> {
+    std::env::args_os()
+        .next()
+        .and_then(|arg0| std::path::Path::new(&arg0).file_stem().map(|s| s.to_string_lossy().into_owned()))
+}

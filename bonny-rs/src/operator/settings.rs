@@ -1,0 +1,164 @@
+//! Operator settings read from the environment; builder calls override them.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `BONNY_OPERATOR_NAME` | operator name (Lease and manifest names) | the builder's `.name(..)`, else the binary name |
+//! | `BONNY_POD_NAMESPACE` | namespace the operator runs in (Lease namespace) | `default` |
+//! | `BONNY_POD_NAME` | this replica's identity in the Lease | hostname + random suffix |
+//! | `BONNY_SERVICE_ACCOUNT` | service account name in generated manifests | the operator name |
+//! | `BONNY_WATCH_NAMESPACES` | comma-separated namespaces to watch | all namespaces |
+//! | `BONNY_HTTP_ADDR` | bind address of `/metrics`, `/healthz`, `/readyz`; `off` disables | `0.0.0.0:8080` |
+//! | `BONNY_SHUTDOWN_TIMEOUT` | grace for in-flight reconciles on stop (`30s`, `500ms`, `2m`) | `30s` |
+//! | `BONNY_LOG_FORMAT` | `plain` or `json` | `plain` |
+//! | `RUST_LOG` | log filter | `info` |
+
+use std::{net::SocketAddr, time::Duration};
+
+use crate::Error;
+
+/// Settings taken from the environment at startup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `BONNY_OPERATOR_NAME`.
+    pub operator_name: Option<String>,
+    /// `BONNY_POD_NAMESPACE`.
+    pub pod_namespace: Option<String>,
+    /// `BONNY_POD_NAME`.
+    pub pod_name: Option<String>,
+    /// `BONNY_SERVICE_ACCOUNT`.
+    pub service_account: Option<String>,
+    /// `BONNY_WATCH_NAMESPACES`, split on commas.
+    pub watch_namespaces: Option<Vec<String>>,
+    /// `BONNY_HTTP_ADDR`: `Some(None)` when set to `off`.
+    pub http_addr: Option<Option<SocketAddr>>,
+    /// `BONNY_SHUTDOWN_TIMEOUT`.
+    pub shutdown_timeout: Option<Duration>,
+}
+
+impl Settings {
+    /// Read the settings from the process environment.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEnv`] naming the variable, its value and what it should look like.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|var| std::env::var(var).ok().filter(|value| !value.is_empty()))
+    }
+
+    /// Read the settings through `lookup` (for tests and embedding).
+    ///
+    /// # Errors
+    /// As [`Settings::from_env`].
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let http_addr = match lookup("BONNY_HTTP_ADDR") {
+            None => None,
+            Some(value) if value.eq_ignore_ascii_case("off") => Some(None),
+            Some(value) => Some(Some(value.parse().map_err(|_| Error::InvalidEnv {
+                var: "BONNY_HTTP_ADDR",
+                value,
+                expected: "an address like 0.0.0.0:8080, or `off`",
+            })?)),
+        };
+        let shutdown_timeout = match lookup("BONNY_SHUTDOWN_TIMEOUT") {
+            None => None,
+            Some(value) => Some(parse_duration(&value).ok_or(Error::InvalidEnv {
+                var: "BONNY_SHUTDOWN_TIMEOUT",
+                value,
+                expected: "a duration like 30s, 500ms or 2m",
+            })?),
+        };
+        Ok(Self {
+            operator_name: lookup("BONNY_OPERATOR_NAME"),
+            pod_namespace: lookup("BONNY_POD_NAMESPACE"),
+            pod_name: lookup("BONNY_POD_NAME"),
+            service_account: lookup("BONNY_SERVICE_ACCOUNT"),
+            watch_namespaces: lookup("BONNY_WATCH_NAMESPACES").map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|ns| !ns.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
+            http_addr,
+            shutdown_timeout,
+        })
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h`.
+///
+/// ```
+/// # use std::time::Duration;
+/// use bonny::operator::parse_duration;
+/// assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
+/// assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+/// assert_eq!(parse_duration("ten seconds"), None);
+/// ```
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    number.checked_mul(millis).map(Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        move |var| pairs.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let settings = Settings::from_lookup(env(&[
+            ("BONNY_OPERATOR_NAME", "widgets"),
+            ("BONNY_POD_NAMESPACE", "ops"),
+            ("BONNY_POD_NAME", "widgets-0"),
+            ("BONNY_SERVICE_ACCOUNT", "widgets-sa"),
+            ("BONNY_WATCH_NAMESPACES", "a, b,,c"),
+            ("BONNY_HTTP_ADDR", "127.0.0.1:9000"),
+            ("BONNY_SHUTDOWN_TIMEOUT", "5s"),
+        ]))
+        .expect("valid settings");
+        assert_eq!(settings.operator_name.as_deref(), Some("widgets"));
+        assert_eq!(settings.pod_namespace.as_deref(), Some("ops"));
+        assert_eq!(settings.pod_name.as_deref(), Some("widgets-0"));
+        assert_eq!(settings.service_account.as_deref(), Some("widgets-sa"));
+        assert_eq!(settings.watch_namespaces, Some(vec!["a".into(), "b".into(), "c".into()]));
+        assert_eq!(settings.http_addr, Some(Some("127.0.0.1:9000".parse().expect("addr"))));
+        assert_eq!(settings.shutdown_timeout, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn http_can_be_turned_off() {
+        let settings = Settings::from_lookup(env(&[("BONNY_HTTP_ADDR", "off")])).expect("valid");
+        assert_eq!(settings.http_addr, Some(None));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_expected_form() {
+        let err = Settings::from_lookup(env(&[("BONNY_HTTP_ADDR", "port 80")])).expect_err("invalid");
+        let message = err.to_string();
+        assert!(message.contains("BONNY_HTTP_ADDR") && message.contains("0.0.0.0:8080"), "{message}");
+        let err = Settings::from_lookup(env(&[("BONNY_SHUTDOWN_TIMEOUT", "30")])).expect_err("invalid");
+        let message = err.to_string();
+        assert!(message.contains("BONNY_SHUTDOWN_TIMEOUT") && message.contains("30s"), "{message}");
+    }
+
+    #[test]
+    fn durations_reject_missing_or_unknown_units() {
+        assert_eq!(parse_duration("30"), None);
+        assert_eq!(parse_duration("3d"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("18446744073709551615h"), None);
+    }
+}

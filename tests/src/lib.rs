@@ -1,0 +1,64 @@
+//! Fixtures shared by the end-to-end tests: a test resource and controller, polling with a
+//! deadline, and the API server's request counters.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+pub mod widget;
+
+use std::{collections::BTreeMap, future::Future, time::Duration};
+
+/// Poll `probe` every 100 ms until it yields `Some`, or panic naming `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `apiserver_request_total` summed by (verb, resource) from the API server's metrics text.
+pub fn request_totals(metrics: &str) -> BTreeMap<(String, String), u64> {
+    let mut totals = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else { continue };
+        let Some((labels, value)) = rest.rsplit_once("} ") else { continue };
+        let label = |name: &str| {
+            labels
+                .split("\",")
+                .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let count: f64 = value.trim().parse().unwrap_or(0.0);
+        *totals.entry((label("verb"), label("resource"))).or_insert(0) += count as u64;
+    }
+    totals
+}
+
+/// Write requests (anything but GET, LIST and WATCH) to the given resources.
+pub fn writes_to(metrics: &str, resources: &[&str]) -> u64 {
+    request_totals(metrics)
+        .into_iter()
+        .filter(|((verb, resource), _)| {
+            !matches!(verb.as_str(), "GET" | "LIST" | "WATCH") && resources.contains(&resource.as_str())
+        })
+        .map(|(_, count)| count)
+        .sum()
+}
+
+/// Log to the test output, once per process.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,bonny=debug")),
+        )
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,100 @@
+//! The test resource: a Widget yields a ConfigMap and a status; a size of 13 panics, a size
+//! over 100 is rejected as an invalid spec.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use bonny::{controller::set_condition, prelude::*};
+use k8s_openapi::{api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::Condition};
+use kube::{CustomResource, api::ObjectMeta};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The spec.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(group = "e2e.bonny.dev", version = "v1", kind = "Widget", namespaced, status = "WidgetStatus")]
+pub struct WidgetSpec {
+    /// Size; 13 makes the controller panic, over 100 is invalid.
+    pub size: u32,
+}
+
+/// The status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WidgetStatus {
+    /// The size last applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u32>,
+    /// Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Counts what the controller did, for assertions.
+#[derive(Clone, Default, Debug)]
+pub struct Counters {
+    /// `apply` calls.
+    pub applies: Arc<AtomicUsize>,
+    /// `cleanup` calls.
+    pub cleanups: Arc<AtomicUsize>,
+}
+
+impl Counters {
+    /// `cleanup` calls so far.
+    pub fn cleanups(&self) -> usize {
+        self.cleanups.load(Ordering::SeqCst)
+    }
+}
+
+/// The controller under test.
+#[bonny::controller(
+    resource = Widget,
+    finalizer = "e2e.bonny.dev/cleanup",
+    owns = [ConfigMap],
+    backoff(base = "200ms", max = "2s"),
+)]
+#[derive(Clone, Default)]
+pub struct WidgetController {
+    /// Counters shared with the test.
+    pub counters: Counters,
+}
+
+impl Reconcile<Widget> for WidgetController {
+    async fn apply(&self, axn: &mut Axn<Widget>) -> Result<Action, ReconcileError> {
+        self.counters.applies.fetch_add(1, Ordering::SeqCst);
+        let widget = axn.object().clone();
+        let size = widget.spec.size;
+        let mut status = widget.status.clone().unwrap_or_default();
+        let generation = widget.metadata.generation;
+        if size == 13 {
+            panic!("size 13 is unlucky");
+        }
+        if size > 100 {
+            set_condition(&mut status.conditions, "Ready", false, "InvalidSpec", "spec.size must be at most 100", generation);
+            axn.set_status(&status)?;
+            return Err(ReconcileError::invalid_spec(format!("spec.size must be at most 100, got {size}")));
+        }
+        axn.register_descendant(ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(format!("{}-data", axn.name())),
+                ..ObjectMeta::default()
+            },
+            data: Some([("size".to_owned(), size.to_string())].into()),
+            ..ConfigMap::default()
+        })?;
+        if status.size != Some(size) {
+            axn.normal_event("Resized", format!("size is now {size}"));
+        }
+        status.size = Some(size);
+        set_condition(&mut status.conditions, "Ready", true, "Reconciled", "the ConfigMap holds the size", generation);
+        axn.set_status(&status)?;
+        Ok(Action::await_change())
+    }
+
+    async fn cleanup(&self, _axn: &mut Axn<Widget>) -> Result<Action, ReconcileError> {
+        self.counters.cleanups.fetch_add(1, Ordering::SeqCst);
+        Ok(Action::await_change())
+    }
+}
