@@ -12,6 +12,14 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// The command line did not parse.
+    #[error("{0}")]
+    Usage(String),
+
+    /// Manifests could not be rendered or written.
+    #[error(transparent)]
+    Render(#[from] crate::manifest::RenderError),
+
     /// An environment variable could not be parsed.
     #[error("environment variable {var}={value:?} is invalid: expected {expected}")]
     InvalidEnv {

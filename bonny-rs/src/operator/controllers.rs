@@ -10,6 +10,8 @@ use crate::{
     observe::Metrics,
 };
 
+use super::{ControllersEvent, Observer};
+
 /// Starts every registered controller, and stops them all, as many times as asked.
 ///
 /// Stopping cancels their watches, lets in-flight reconciles finish within the grace period,
@@ -20,6 +22,7 @@ pub(crate) struct ControllerSet {
     grace: Duration,
     running: Option<Running>,
     leadership: Option<(Metrics, String)>,
+    observer: Option<Observer>,
 }
 
 struct Running {
@@ -28,13 +31,19 @@ struct Running {
 }
 
 impl ControllerSet {
-    pub(crate) fn new(registrations: Arc<[Box<dyn Registration>]>, runtime: RunContext, grace: Duration) -> Self {
+    pub(crate) fn new(
+        registrations: Arc<[Box<dyn Registration>]>,
+        runtime: RunContext,
+        grace: Duration,
+        observer: Option<Observer>,
+    ) -> Self {
         Self {
             registrations,
             runtime,
             grace,
             running: None,
             leadership: None,
+            observer,
         }
     }
 
@@ -48,6 +57,7 @@ impl ControllerSet {
         if self.running.is_some() {
             return;
         }
+        self.notify(ControllersEvent::Starting);
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for registration in self.registrations.iter() {
@@ -73,6 +83,13 @@ impl ControllerSet {
         }
         self.runtime.health.caches_stopped();
         tracing::info!("controllers stopped");
+        self.notify(ControllersEvent::Stopped);
+    }
+
+    fn notify(&self, event: ControllersEvent) {
+        if let Some(observer) = &self.observer {
+            observer(event);
+        }
     }
 
     /// Completes when a controller task ends on its own (it should not while running).

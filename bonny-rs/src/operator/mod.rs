@@ -13,6 +13,7 @@
 //! # }
 //! ```
 
+mod cli;
 mod controllers;
 mod settings;
 mod shutdown;
@@ -72,6 +73,7 @@ pub struct Operator {
     metrics: Metrics,
     health: Health,
     settings: Settings,
+    observer: Option<Observer>,
 }
 
 impl std::fmt::Debug for Operator {
@@ -182,7 +184,8 @@ impl Operator {
             metrics: self.metrics.clone(),
             health: self.health.clone(),
         };
-        let mut controllers = ControllerSet::new(self.registrations.clone(), runtime, self.shutdown_timeout);
+        let mut controllers =
+            ControllerSet::new(self.registrations.clone(), runtime, self.shutdown_timeout, self.observer.clone());
         let result = match elector {
             None => {
                 controllers.start();
@@ -224,10 +227,23 @@ pub struct OperatorBuilder {
     namespaces: Option<Vec<String>>,
     client: Option<Client>,
     leader: Option<LeaderElection>,
+    leader_explicit: bool,
     shutdown_timeout: Option<Duration>,
     http_addr: Option<Option<SocketAddr>>,
     metrics: Option<Metrics>,
+    observer: Option<Observer>,
 }
+
+/// What [`OperatorBuilder::on_controllers`] is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControllersEvent {
+    /// The controllers are about to start (leadership acquired, or startup without election).
+    Starting,
+    /// Every controller task has ended (leadership lost, or shutdown).
+    Stopped,
+}
+
+pub(crate) type Observer = Arc<dyn Fn(ControllersEvent) + Send + Sync>;
 
 impl OperatorBuilder {
     /// The operator's name: used for the Lease, events and generated manifests.
@@ -256,14 +272,26 @@ impl OperatorBuilder {
 
     /// Run controllers only on the replica that holds the Lease (default settings: 15 s lease,
     /// 10 s renew deadline, 2 s retry period).
+    ///
+    /// The timings can be set from the environment (`BONNY_LEASE_DURATION`,
+    /// `BONNY_RENEW_DEADLINE`, `BONNY_RETRY_PERIOD`).
     pub fn leader_election(mut self, enabled: bool) -> Self {
         self.leader = enabled.then(LeaderElection::default);
+        self.leader_explicit = false;
         self
     }
 
-    /// Leader election with explicit settings.
+    /// Leader election with explicit settings (the environment does not override them).
     pub fn leader_election_with(mut self, config: LeaderElection) -> Self {
         self.leader = Some(config);
+        self.leader_explicit = true;
+        self
+    }
+
+    /// Be told when the controllers start and when they have all stopped: with leader
+    /// election, these bound the intervals in which this replica reconciles.
+    pub fn on_controllers(mut self, observer: impl Fn(ControllersEvent) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
         self
     }
 
@@ -313,7 +341,18 @@ impl OperatorBuilder {
             _ => Namespaces::All,
         };
         let leader = match self.leader {
-            Some(config) => {
+            Some(mut config) => {
+                if !self.leader_explicit {
+                    if let Some(duration) = settings.lease_duration {
+                        config = config.lease_duration(duration);
+                    }
+                    if let Some(deadline) = settings.renew_deadline {
+                        config = config.renew_deadline(deadline);
+                    }
+                    if let Some(period) = settings.retry_period {
+                        config = config.retry_period(period);
+                    }
+                }
                 config.validate().map_err(|err| Error::Config(err.to_string()))?;
                 Some(config)
             }
@@ -337,6 +376,7 @@ impl OperatorBuilder {
             metrics: self.metrics.unwrap_or_default(),
             health: Health::default(),
             settings,
+            observer: self.observer,
         })
     }
 

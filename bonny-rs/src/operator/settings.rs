@@ -9,6 +9,9 @@
 //! | `BONNY_WATCH_NAMESPACES` | comma-separated namespaces to watch | all namespaces |
 //! | `BONNY_HTTP_ADDR` | bind address of `/metrics`, `/healthz`, `/readyz`; `off` disables | `0.0.0.0:8080` |
 //! | `BONNY_SHUTDOWN_TIMEOUT` | grace for in-flight reconciles on stop (`30s`, `500ms`, `2m`) | `30s` |
+//! | `BONNY_LEASE_DURATION` | leader election: lease duration | `15s` |
+//! | `BONNY_RENEW_DEADLINE` | leader election: renew deadline | `10s` |
+//! | `BONNY_RETRY_PERIOD` | leader election: retry period | `2s` |
 //! | `BONNY_LOG_FORMAT` | `plain` or `json` | `plain` |
 //! | `RUST_LOG` | log filter | `info` |
 
@@ -33,6 +36,12 @@ pub struct Settings {
     pub http_addr: Option<Option<SocketAddr>>,
     /// `BONNY_SHUTDOWN_TIMEOUT`.
     pub shutdown_timeout: Option<Duration>,
+    /// `BONNY_LEASE_DURATION`.
+    pub lease_duration: Option<Duration>,
+    /// `BONNY_RENEW_DEADLINE`.
+    pub renew_deadline: Option<Duration>,
+    /// `BONNY_RETRY_PERIOD`.
+    pub retry_period: Option<Duration>,
 }
 
 impl Settings {
@@ -58,13 +67,13 @@ impl Settings {
                 expected: "an address like 0.0.0.0:8080, or `off`",
             })?)),
         };
-        let shutdown_timeout = match lookup("BONNY_SHUTDOWN_TIMEOUT") {
-            None => None,
-            Some(value) => Some(parse_duration(&value).ok_or(Error::InvalidEnv {
-                var: "BONNY_SHUTDOWN_TIMEOUT",
+        let duration = |var: &'static str| match lookup(var) {
+            None => Ok(None),
+            Some(value) => parse_duration(&value).map(Some).ok_or(Error::InvalidEnv {
+                var,
                 value,
                 expected: "a duration like 30s, 500ms or 2m",
-            })?),
+            }),
         };
         Ok(Self {
             operator_name: lookup("BONNY_OPERATOR_NAME"),
@@ -79,7 +88,10 @@ impl Settings {
                     .collect()
             }),
             http_addr,
-            shutdown_timeout,
+            shutdown_timeout: duration("BONNY_SHUTDOWN_TIMEOUT")?,
+            lease_duration: duration("BONNY_LEASE_DURATION")?,
+            renew_deadline: duration("BONNY_RENEW_DEADLINE")?,
+            retry_period: duration("BONNY_RETRY_PERIOD")?,
         })
     }
 }
@@ -127,6 +139,9 @@ mod tests {
             ("BONNY_WATCH_NAMESPACES", "a, b,,c"),
             ("BONNY_HTTP_ADDR", "127.0.0.1:9000"),
             ("BONNY_SHUTDOWN_TIMEOUT", "5s"),
+            ("BONNY_LEASE_DURATION", "3s"),
+            ("BONNY_RENEW_DEADLINE", "2s"),
+            ("BONNY_RETRY_PERIOD", "500ms"),
         ]))
         .expect("valid settings");
         assert_eq!(settings.operator_name.as_deref(), Some("widgets"));
@@ -136,6 +151,9 @@ mod tests {
         assert_eq!(settings.watch_namespaces, Some(vec!["a".into(), "b".into(), "c".into()]));
         assert_eq!(settings.http_addr, Some(Some("127.0.0.1:9000".parse().expect("addr"))));
         assert_eq!(settings.shutdown_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(settings.lease_duration, Some(Duration::from_secs(3)));
+        assert_eq!(settings.renew_deadline, Some(Duration::from_secs(2)));
+        assert_eq!(settings.retry_period, Some(Duration::from_millis(500)));
     }
 
     #[test]
