@@ -65,7 +65,10 @@ impl crate::Operator {
                 print!("{err}");
                 return Ok(());
             }
-            Err(err) => return Err(Error::Usage(err.to_string())),
+            Err(err) => {
+                let message = err.to_string();
+                return Err(Error::Usage(message.trim_start_matches("error: ").trim_end().to_owned()));
+            }
         };
         match cli.command.unwrap_or(Command::Run) {
             Command::Run => self.run().await,
