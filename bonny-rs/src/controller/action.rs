@@ -15,13 +15,17 @@ pub struct Action {
 impl Action {
     /// Reconcile again after `duration`, even if nothing changes.
     pub const fn requeue(duration: Duration) -> Self {
-        Self { requeue_after: Some(duration) }
+        Self {
+            requeue_after: Some(duration),
+        }
     }
 
     /// Reconcile again only when the object or one of its descendants changes (or the
     /// controller's periodic interval elapses).
     pub const fn await_change() -> Self {
-        Self { requeue_after: None }
+        Self {
+            requeue_after: None,
+        }
     }
 
     /// The requested delay, if any.

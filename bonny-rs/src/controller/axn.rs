@@ -137,7 +137,12 @@ impl<K: Object> Axn<K> {
         let meta = body
             .get_mut("metadata")
             .and_then(Value::as_object_mut)
-            .ok_or_else(|| ReconcileError::msg(format!("the {} descendant {name} has no metadata", C::kind(&()))))?;
+            .ok_or_else(|| {
+                ReconcileError::msg(format!(
+                    "the {} descendant {name} has no metadata",
+                    C::kind(&())
+                ))
+            })?;
         for server_owned in [
             "uid",
             "resourceVersion",
@@ -167,7 +172,9 @@ impl<K: Object> Axn<K> {
     pub fn set_status<S: Serialize>(&mut self, status: S) -> Result<&mut Self, ReconcileError> {
         let value = serde_json::to_value(status)?;
         if !value.is_object() {
-            return Err(ReconcileError::msg("a status must serialize to a JSON object"));
+            return Err(ReconcileError::msg(
+                "a status must serialize to a JSON object",
+            ));
         }
         self.status = Some(value);
         Ok(self)

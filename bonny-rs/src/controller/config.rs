@@ -118,7 +118,9 @@ impl<K: Object> Config<K> {
 
     /// The controller's name: the one set, else the kind in lower case.
     pub fn controller_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| K::kind(&()).to_lowercase())
+        self.name
+            .clone()
+            .unwrap_or_else(|| K::kind(&()).to_lowercase())
     }
 
     /// The finalizer, if one was declared.
@@ -209,7 +211,11 @@ impl<K: Object> fmt::Debug for OwnedKind<K> {
     }
 }
 
-fn attach<K, Child>(controller: KubeController<K>, client: Client, namespace: Option<&str>) -> KubeController<K>
+fn attach<K, Child>(
+    controller: KubeController<K>,
+    client: Client,
+    namespace: Option<&str>,
+) -> KubeController<K>
 where
     K: Object,
     Child: Object + Resource<Scope = NamespaceResourceScope>,

@@ -41,7 +41,10 @@ impl ReconcileError {
     }
 
     /// A failure with an explicit event reason (`PascalCase`, at most 128 characters).
-    pub fn with_reason(reason: &'static str, source: impl StdError + Send + Sync + 'static) -> Self {
+    pub fn with_reason(
+        reason: &'static str,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
         Self {
             reason,
             source: Box::new(source),

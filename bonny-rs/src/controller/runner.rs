@@ -108,7 +108,10 @@ impl<C: Controller> Registration for Registered<C> {
             for namespace in namespaces.scopes() {
                 let api = api_for::<C::Resource>(client.clone(), namespace.as_deref());
                 if let Err(err) = api.list_metadata(&ListParams::default().limit(1)).await {
-                    return Err(Error::from_preflight::<C::Resource>(err, namespace.as_deref()));
+                    return Err(Error::from_preflight::<C::Resource>(
+                        err,
+                        namespace.as_deref(),
+                    ));
                 }
             }
             Ok(())
@@ -118,10 +121,16 @@ impl<C: Controller> Registration for Registered<C> {
     fn spawn(&self, runtime: &RunContext, shutdown: &CancellationToken, tasks: &mut JoinSet<()>) {
         for namespace in runtime.namespaces.scopes() {
             let api = api_for::<C::Resource>(runtime.client.clone(), namespace.as_deref());
-            let mut kube_controller = KubeController::new(api, watcher::Config::default().any_semantic())
-                .with_config(controller::Config::default().concurrency(self.config.concurrency));
+            let mut kube_controller =
+                KubeController::new(api, watcher::Config::default().any_semantic()).with_config(
+                    controller::Config::default().concurrency(self.config.concurrency),
+                );
             for owned in self.config.owned_kinds() {
-                kube_controller = owned.attach(kube_controller, runtime.client.clone(), namespace.as_deref());
+                kube_controller = owned.attach(
+                    kube_controller,
+                    runtime.client.clone(),
+                    namespace.as_deref(),
+                );
             }
             let scope_name = match &namespace {
                 Some(namespace) => format!("{}/{namespace}", self.name),
@@ -182,14 +191,20 @@ impl<C: Controller> Registration for Registered<C> {
             ["get", "patch", "update"],
         ));
         if self.config.finalizer_name().is_some() {
-            rules.push(Rule::new(&resource.group, [format!("{}/finalizers", resource.plural)], ["update"]));
+            rules.push(Rule::new(
+                &resource.group,
+                [format!("{}/finalizers", resource.plural)],
+                ["update"],
+            ));
         }
         for owned in self.config.owned_kinds() {
             let owned = owned.api_resource();
             rules.push(Rule::new(
                 &owned.group,
                 [owned.plural.clone()],
-                ["get", "list", "watch", "create", "patch", "update", "delete"],
+                [
+                    "get", "list", "watch", "create", "patch", "update", "delete",
+                ],
             ));
         }
         rules.extend(self.config.rules().iter().cloned());
@@ -219,14 +234,18 @@ fn api_for<K: Object>(client: Client, namespace: Option<&str>) -> Api<K> {
     <K as Resource>::Scope::api::<K>(client, namespace)
 }
 
-fn log_controller_error<E1: std::fmt::Display, E2: std::fmt::Display>(err: &controller::Error<E1, E2>) {
+fn log_controller_error<E1: std::fmt::Display, E2: std::fmt::Display>(
+    err: &controller::Error<E1, E2>,
+) {
     match err {
         // Reconcile failures are logged (with the object) where they happen.
         controller::Error::ReconcilerFailed(..) => {}
         controller::Error::ObjectNotFound(object) => {
             tracing::debug!(%object, "object gone before its reconcile ran");
         }
-        other => tracing::warn!(error = %other, "controller stream error; kube-runtime retries with backoff"),
+        other => {
+            tracing::warn!(error = %other, "controller stream error; kube-runtime retries with backoff")
+        }
     }
 }
 
@@ -245,7 +264,10 @@ struct Context<C: Controller> {
 #[error("{0}")]
 pub(crate) struct Failed(ReconcileError);
 
-async fn reconcile<C: Controller>(object: Arc<C::Resource>, ctx: Arc<Context<C>>) -> Result<KubeAction, Failed> {
+async fn reconcile<C: Controller>(
+    object: Arc<C::Resource>,
+    ctx: Arc<Context<C>>,
+) -> Result<KubeAction, Failed> {
     let reference = ObjectRef::from_obj(&*object);
     let span = tracing::info_span!("reconcile", controller = %ctx.name, object = %reference);
     async move {
@@ -269,10 +291,14 @@ async fn reconcile<C: Controller>(object: Arc<C::Resource>, ctx: Arc<Context<C>>
             Ok(_) => ReconcileResult::success,
             Err(_) => ReconcileResult::error,
         };
-        ctx.metrics.reconcile_finished(&ctx.name, result, started.elapsed());
+        ctx.metrics
+            .reconcile_finished(&ctx.name, result, started.elapsed());
         match outcome {
             Ok(action) => {
-                ctx.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(&reference);
+                ctx.failures
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&reference);
                 tracing::debug!(?action, "reconciled");
                 Ok(action.into_kube(ctx.config.periodic()))
             }
@@ -283,7 +309,10 @@ async fn reconcile<C: Controller>(object: Arc<C::Resource>, ctx: Arc<Context<C>>
     .await
 }
 
-async fn pipeline<C: Controller>(ctx: &Context<C>, axn: &mut Axn<C::Resource>) -> Result<Action, ReconcileError> {
+async fn pipeline<C: Controller>(
+    ctx: &Context<C>,
+    axn: &mut Axn<C::Resource>,
+) -> Result<Action, ReconcileError> {
     let finalizer = ctx.config.finalizer_name().map(Finalizer::new);
     match &finalizer {
         Some(finalizer) => {
@@ -292,16 +321,18 @@ async fn pipeline<C: Controller>(ctx: &Context<C>, axn: &mut Axn<C::Resource>) -
             }
         }
         // Without a finalizer there is nothing to do for an object on its way out.
-        None if axn.object().meta().deletion_timestamp.is_some() => return Ok(Action::await_change()),
+        None if axn.object().meta().deletion_timestamp.is_some() => {
+            return Ok(Action::await_change());
+        }
         None => {}
     }
     let status = ApplyStatus {
         observed_generation: ctx.config.skip_observed_generation,
     };
-    if ctx.config.skip_observed_generation {
-        if let Flow::Halt(action) = SkipObservedGeneration.call(axn).await? {
-            return Ok(action);
-        }
+    if ctx.config.skip_observed_generation
+        && let Flow::Halt(action) = SkipObservedGeneration.call(axn).await?
+    {
+        return Ok(action);
     }
     for step in &ctx.config.steps {
         let flow = step
@@ -341,7 +372,11 @@ async fn pipeline<C: Controller>(ctx: &Context<C>, axn: &mut Axn<C::Resource>) -
     }
 }
 
-fn error_policy<C: Controller>(object: Arc<C::Resource>, _err: &Failed, ctx: Arc<Context<C>>) -> KubeAction {
+fn error_policy<C: Controller>(
+    object: Arc<C::Resource>,
+    _err: &Failed,
+    ctx: Arc<Context<C>>,
+) -> KubeAction {
     let failures = {
         let mut failures = ctx.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let count = failures.entry(ObjectRef::from_obj(&*object)).or_insert(0);
@@ -353,7 +388,11 @@ fn error_policy<C: Controller>(object: Arc<C::Resource>, _err: &Failed, ctx: Arc
     KubeAction::requeue(delay)
 }
 
-async fn publish_events<K: Object>(recorder: &Recorder, object: &K, events: Vec<kube::runtime::events::Event>) {
+async fn publish_events<K: Object>(
+    recorder: &Recorder,
+    object: &K,
+    events: Vec<kube::runtime::events::Event>,
+) {
     if events.is_empty() {
         return;
     }

@@ -41,7 +41,14 @@ impl Finalizer {
             { "op": "remove", "path": pointer },
         ]))?;
         let api = object_api::<K>(axn);
-        match api.patch(&axn.name(), &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+        match api
+            .patch(
+                &axn.name(),
+                &PatchParams::default(),
+                &Patch::<()>::Json(patch),
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(err) => Err(err.into()),
@@ -53,7 +60,7 @@ impl<K: Object> Step<K> for Finalizer {
     fn call<'a>(&'a self, axn: &'a mut Axn<K>) -> StepFuture<'a> {
         Box::pin(async move {
             let object = axn.object();
-            let has_it = object.finalizers().iter().any(|f| *f == self.name);
+            let has_it = object.finalizers().contains(&self.name);
             if object.meta().deletion_timestamp.is_some() {
                 if has_it {
                     axn.set_phase(Phase::Cleanup);
@@ -71,7 +78,11 @@ impl<K: Object> Step<K> for Finalizer {
                 }
                 let patch: json_patch::Patch = serde_json::from_value(Value::Array(patch))?;
                 object_api::<K>(axn)
-                    .patch(&axn.name(), &PatchParams::default(), &Patch::<()>::Json(patch))
+                    .patch(
+                        &axn.name(),
+                        &PatchParams::default(),
+                        &Patch::<()>::Json(patch),
+                    )
                     .await?;
             }
             Ok(Flow::Continue)
@@ -120,15 +131,19 @@ impl<K: Object> Step<K> for ApplyDescendants {
         Box::pin(async move {
             let params = PatchParams::apply(axn.controller_name()).force();
             for descendant in std::mem::take(&mut axn.descendants) {
-                let api: Api<DynamicObject> =
-                    Api::namespaced_with(axn.client().clone(), &descendant.namespace, &descendant.resource);
-                if let Some(live) = api.get_opt(&descendant.name).await? {
-                    if contains(&serde_json::to_value(&live)?, &descendant.body) {
-                        continue;
-                    }
+                let api: Api<DynamicObject> = Api::namespaced_with(
+                    axn.client().clone(),
+                    &descendant.namespace,
+                    &descendant.resource,
+                );
+                if let Some(live) = api.get_opt(&descendant.name).await?
+                    && contains(&serde_json::to_value(&live)?, &descendant.body)
+                {
+                    continue;
                 }
                 tracing::debug!(kind = %descendant.resource.kind, name = %descendant.name, "applying descendant");
-                api.patch(&descendant.name, &params, &Patch::Apply(&descendant.body)).await?;
+                api.patch(&descendant.name, &params, &Patch::Apply(&descendant.body))
+                    .await?;
             }
             Ok(Flow::Continue)
         })
@@ -153,11 +168,12 @@ impl ApplyStatus {
         applied: bool,
     ) -> Result<(), ReconcileError> {
         let mut status = axn.status.take();
-        if self.observed_generation && applied {
-            if let Some(generation) = axn.object().meta().generation {
-                let status = status.get_or_insert_with(|| json!({}));
-                status["observedGeneration"] = json!(generation);
-            }
+        if self.observed_generation
+            && applied
+            && let Some(generation) = axn.object().meta().generation
+        {
+            let status = status.get_or_insert_with(|| json!({}));
+            status["observedGeneration"] = json!(generation);
         }
         let Some(status) = status else { return Ok(()) };
         let live = serde_json::to_value(axn.object())?;
@@ -165,7 +181,11 @@ impl ApplyStatus {
             return Ok(());
         }
         object_api::<K>(axn)
-            .patch_status(&axn.name(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+            .patch_status(
+                &axn.name(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
             .await?;
         Ok(())
     }
@@ -192,11 +212,15 @@ fn object_api<K: Object>(axn: &Axn<K>) -> Api<K> {
 /// keys (defaults, other managers' fields); lists must have the same length, element by element.
 pub(crate) fn contains(live: &Value, desired: &Value) -> bool {
     match (live, desired) {
-        (Value::Object(live), Value::Object(desired)) => desired
-            .iter()
-            .all(|(key, want)| live.get(key).is_some_and(|have| contains(have, want)) || want.is_null()),
+        (Value::Object(live), Value::Object(desired)) => desired.iter().all(|(key, want)| {
+            live.get(key).is_some_and(|have| contains(have, want)) || want.is_null()
+        }),
         (Value::Array(live), Value::Array(desired)) => {
-            live.len() == desired.len() && live.iter().zip(desired).all(|(have, want)| contains(have, want))
+            live.len() == desired.len()
+                && live
+                    .iter()
+                    .zip(desired)
+                    .all(|(have, want)| contains(have, want))
         }
         (Value::Number(live), Value::Number(desired)) => live.as_f64() == desired.as_f64(),
         (live, desired) => live == desired,
@@ -228,8 +252,14 @@ mod tests {
     #[test]
     fn contains_matches_list_elements_as_subsets() {
         let live = json!({"containers": [{"name": "app", "image": "nginx", "terminationMessagePath": "/dev"}]});
-        assert!(contains(&live, &json!({"containers": [{"name": "app", "image": "nginx"}]})));
-        assert!(!contains(&live, &json!({"containers": [{"name": "app", "image": "httpd"}]})));
+        assert!(contains(
+            &live,
+            &json!({"containers": [{"name": "app", "image": "nginx"}]})
+        ));
+        assert!(!contains(
+            &live,
+            &json!({"containers": [{"name": "app", "image": "httpd"}]})
+        ));
     }
 
     #[test]
