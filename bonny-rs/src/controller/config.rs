@@ -96,6 +96,9 @@ impl<K: Object> Config<K> {
     /// Skip `apply` when `status.observedGeneration` equals `metadata.generation`, and record
     /// the generation in the status after each successful apply.
     ///
+    /// The status type must declare the field (`observed_generation: Option<i64>`, serialized
+    /// as `observedGeneration`): the CRD schema needs it, or the API server prunes it.
+    ///
     /// Only for controllers whose descendants are not edited by others: a change to a
     /// descendant does not bump the parent's generation, so drift would not be repaired.
     pub fn skip_observed_generation(mut self) -> Self {

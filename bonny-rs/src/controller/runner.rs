@@ -430,3 +430,403 @@ fn truncate(text: &str, max: usize) -> String {
     }
     format!("{}…", &text[..end])
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline against a mock HTTP client: which requests each situation sends.
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use http_mock::{Request, Response, StatusCode};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::{CustomResource, api::ObjectMeta, client::Body};
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Serialize};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::controller::{Reconcile, StepFuture};
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(
+        group = "test.bonny.dev",
+        version = "v1",
+        kind = "Thing",
+        namespaced,
+        status = "ThingStatus"
+    )]
+    struct ThingSpec {
+        size: u32,
+    }
+
+    #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+    #[serde(rename_all = "camelCase")]
+    struct ThingStatus {
+        size: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        observed_generation: Option<i64>,
+    }
+
+    #[derive(Default)]
+    struct ThingController {
+        applies: AtomicUsize,
+        cleanups: AtomicUsize,
+        fail: bool,
+    }
+
+    impl Controller for ThingController {
+        type Resource = Thing;
+        fn config(&self) -> Config<Thing> {
+            Config::new()
+                .finalizer("test.bonny.dev/cleanup")
+                .owns::<ConfigMap>()
+        }
+    }
+
+    impl Reconcile<Thing> for ThingController {
+        async fn apply(&self, axn: &mut Axn<Thing>) -> Result<Action, ReconcileError> {
+            self.applies.fetch_add(1, Ordering::SeqCst);
+            let size = axn.object().spec.size;
+            axn.set_status(ThingStatus {
+                size: Some(size),
+                observed_generation: None,
+            })?;
+            if self.fail {
+                return Err(ReconcileError::invalid_spec("size is wrong"));
+            }
+            axn.register_descendant(ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some("thing-data".into()),
+                    ..ObjectMeta::default()
+                },
+                data: Some([("size".to_owned(), size.to_string())].into()),
+                ..ConfigMap::default()
+            })?;
+            Ok(Action::await_change())
+        }
+
+        async fn cleanup(&self, _axn: &mut Axn<Thing>) -> Result<Action, ReconcileError> {
+            self.cleanups.fetch_add(1, Ordering::SeqCst);
+            Ok(Action::await_change())
+        }
+    }
+
+    /// A request the mock API server received.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        method: String,
+        path: String,
+        content_type: String,
+        body: Value,
+    }
+
+    impl Seen {
+        fn is_write(&self) -> bool {
+            !matches!(self.method.as_str(), "GET")
+        }
+    }
+
+    /// A client whose API server answers GETs from `objects` (by path) and echoes writes.
+    fn mock_client(objects: Vec<(&str, Value)>) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let objects: Arc<HashMap<String, Value>> = Arc::new(
+            objects
+                .into_iter()
+                .map(|(path, value)| (path.to_owned(), value))
+                .collect(),
+        );
+        let service = tower::service_fn(move |request: Request<Body>| {
+            let log = log.clone();
+            let objects = objects.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect().await.unwrap().to_bytes();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let path = parts.uri.path().to_owned();
+                let seen = Seen {
+                    method: parts.method.to_string(),
+                    path: path.clone(),
+                    content_type: parts
+                        .headers
+                        .get("content-type")
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default(),
+                    body: body.clone(),
+                };
+                log.lock().unwrap().push(seen);
+                let (status, answer) = match parts.method.as_str() {
+                    "GET" => match objects.get(&path) {
+                        Some(object) => (StatusCode::OK, object.clone()),
+                        None => (
+                            StatusCode::NOT_FOUND,
+                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                   "reason": "NotFound", "code": 404, "message": "not found"}),
+                        ),
+                    },
+                    _ => (
+                        StatusCode::OK,
+                        objects
+                            .get(path.trim_end_matches("/status"))
+                            .cloned()
+                            .unwrap_or(body),
+                    ),
+                };
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder()
+                        .status(status)
+                        .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                        .unwrap(),
+                )
+            }
+        });
+        (Client::new(service, "default"), seen)
+    }
+
+    const THING: &str = "/apis/test.bonny.dev/v1/namespaces/default/things/thing";
+    const CHILD: &str = "/api/v1/namespaces/default/configmaps/thing-data";
+
+    fn thing(finalizers: &[&str], deleting: bool, status: Option<u32>) -> Thing {
+        let mut thing = Thing::new("thing", ThingSpec { size: 3 });
+        thing.metadata.namespace = Some("default".into());
+        thing.metadata.uid = Some("uid-1".into());
+        thing.metadata.resource_version = Some("7".into());
+        thing.metadata.generation = Some(2);
+        thing.metadata.finalizers = Some(finalizers.iter().map(|f| (*f).to_owned()).collect());
+        if deleting {
+            thing.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ));
+        }
+        thing.status = status.map(|size| ThingStatus {
+            size: Some(size),
+            observed_generation: None,
+        });
+        thing
+    }
+
+    fn live_child(size: &str) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "thing-data", "namespace": "default", "uid": "c-1", "resourceVersion": "9",
+                "ownerReferences": [{"apiVersion": "test.bonny.dev/v1", "kind": "Thing", "name": "thing",
+                    "uid": "uid-1", "controller": true, "blockOwnerDeletion": true}]},
+            "data": {"size": size},
+        })
+    }
+
+    async fn run(
+        controller: ThingController,
+        config: Config<Thing>,
+        object: Thing,
+        mut objects: Vec<(&str, Value)>,
+    ) -> (
+        Result<Action, ReconcileError>,
+        Vec<Seen>,
+        Arc<ThingController>,
+    ) {
+        objects.push((THING, serde_json::to_value(&object).unwrap()));
+        let (client, seen) = mock_client(objects);
+        let controller = Arc::new(controller);
+        let ctx = Context {
+            controller: controller.clone(),
+            config: Arc::new(config),
+            client: client.clone(),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "test".into(),
+                    instance: None,
+                },
+            ),
+            name: Arc::from("thing"),
+            failures: Mutex::default(),
+            metrics: Metrics::new(),
+        };
+        let mut axn = Axn::new(Arc::new(object), client, ctx.name.clone());
+        let result = pipeline(&ctx, &mut axn).await;
+        let seen = seen.lock().unwrap().clone();
+        (result, seen, controller)
+    }
+
+    fn writes(seen: &[Seen]) -> Vec<&Seen> {
+        seen.iter().filter(|s| s.is_write()).collect()
+    }
+
+    #[tokio::test]
+    async fn first_sight_adds_the_finalizer_then_applies_child_and_status() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let (result, seen, controller) =
+            run(controller, config, thing(&[], false, None), vec![]).await;
+        assert!(result.is_ok());
+        assert_eq!(controller.applies.load(Ordering::SeqCst), 1);
+        let writes = writes(&seen);
+        assert_eq!(writes.len(), 3, "{writes:#?}");
+        assert_eq!(
+            (writes[0].path.as_str(), writes[0].content_type.as_str()),
+            (THING, "application/json-patch+json")
+        );
+        assert_eq!(
+            writes[0].body[0],
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": "7"})
+        );
+        assert_eq!(
+            writes[0].body[1],
+            json!({"op": "add", "path": "/metadata/finalizers", "value": ["test.bonny.dev/cleanup"]})
+        );
+        assert_eq!(
+            (writes[1].path.as_str(), writes[1].content_type.as_str()),
+            (CHILD, "application/apply-patch+yaml")
+        );
+        assert_eq!(
+            writes[1].body["metadata"]["ownerReferences"][0]["uid"],
+            "uid-1"
+        );
+        assert_eq!(writes[1].body["data"]["size"], "3");
+        assert_eq!(writes[2].path, format!("{THING}/status"));
+        assert_eq!(writes[2].body, json!({"status": {"size": 3}}));
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_when_child_and_status_already_match() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let (result, seen, _) =
+            run(controller, config, object, vec![(CHILD, live_child("3"))]).await;
+        assert!(result.is_ok());
+        assert!(writes(&seen).is_empty(), "{seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_drifted_child_is_applied_again() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let (_, seen, _) = run(controller, config, object, vec![(CHILD, live_child("999"))]).await;
+        let writes = writes(&seen);
+        assert_eq!(writes.len(), 1, "{writes:#?}");
+        assert_eq!(writes[0].path, CHILD);
+    }
+
+    #[tokio::test]
+    async fn deletion_runs_cleanup_and_removes_only_our_finalizer() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let object = thing(&["other/keep", "test.bonny.dev/cleanup"], true, Some(3));
+        let (result, seen, controller) = run(controller, config, object, vec![]).await;
+        assert!(result.is_ok());
+        assert_eq!(controller.cleanups.load(Ordering::SeqCst), 1);
+        assert_eq!(controller.applies.load(Ordering::SeqCst), 0);
+        let writes = writes(&seen);
+        assert_eq!(writes.len(), 1, "{writes:#?}");
+        assert_eq!(
+            writes[0].body,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers/1", "value": "test.bonny.dev/cleanup"},
+                {"op": "remove", "path": "/metadata/finalizers/1"},
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn deletion_without_our_finalizer_does_nothing() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let (result, seen, controller) = run(
+            controller,
+            config,
+            thing(&["other/keep"], true, None),
+            vec![],
+        )
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(controller.cleanups.load(Ordering::SeqCst), 0);
+        assert!(seen.is_empty(), "{seen:#?}");
+    }
+
+    struct Halt;
+
+    impl Step<Thing> for Halt {
+        fn call<'a>(&'a self, _axn: &'a mut Axn<Thing>) -> StepFuture<'a> {
+            Box::pin(async {
+                Ok(Flow::Halt(Action::requeue(std::time::Duration::from_secs(
+                    7,
+                ))))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_step_can_halt_the_pipeline_before_apply() {
+        let controller = ThingController::default();
+        let config = controller.config().step(Halt);
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let (result, seen, controller) = run(controller, config, object, vec![]).await;
+        assert_eq!(
+            result.unwrap(),
+            Action::requeue(std::time::Duration::from_secs(7))
+        );
+        assert_eq!(controller.applies.load(Ordering::SeqCst), 0);
+        assert!(seen.is_empty(), "{seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn an_observed_generation_skips_apply() {
+        let controller = ThingController::default();
+        let config = controller.config().skip_observed_generation();
+        let mut object = thing(&["test.bonny.dev/cleanup"], false, None);
+        object.status = None;
+        let mut value = serde_json::to_value(&object).unwrap();
+        value["status"] = json!({"size": 3, "observedGeneration": 2});
+        let object: Thing = serde_json::from_value(value).unwrap();
+        let (result, seen, controller) = run(controller, config, object, vec![]).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(controller.applies.load(Ordering::SeqCst), 0);
+        assert!(seen.is_empty(), "{seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_new_generation_is_applied_and_recorded() {
+        let controller = ThingController::default();
+        let config = controller.config().skip_observed_generation();
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let (_, seen, controller) =
+            run(controller, config, object, vec![(CHILD, live_child("3"))]).await;
+        assert_eq!(controller.applies.load(Ordering::SeqCst), 1);
+        let writes = writes(&seen);
+        assert_eq!(writes.len(), 1, "{writes:#?}");
+        assert_eq!(
+            writes[0].body,
+            json!({"status": {"size": 3, "observedGeneration": 2}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_apply_writes_its_status_but_no_descendants() {
+        let controller = ThingController {
+            fail: true,
+            ..ThingController::default()
+        };
+        let config = controller.config();
+        let object = thing(&["test.bonny.dev/cleanup"], false, None);
+        let (result, seen, _) = run(controller, config, object, vec![]).await;
+        assert_eq!(result.unwrap_err().reason(), "InvalidSpec");
+        let writes = writes(&seen);
+        assert_eq!(writes.len(), 1, "{writes:#?}");
+        assert_eq!(writes[0].path, format!("{THING}/status"));
+    }
+
+    #[test]
+    fn panics_become_errors_with_their_message() {
+        let err = panicked(&"boom");
+        assert_eq!(err.reason(), "ReconcilePanicked");
+        assert!(err.to_string().contains("boom"));
+        let err = panicked(&String::from("owned boom"));
+        assert!(err.to_string().contains("owned boom"));
+    }
+}
