@@ -439,7 +439,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use http_body_util::BodyExt;
-    use http_mock::{Request, Response, StatusCode};
+    use http::{Request, Response, StatusCode};
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::{CustomResource, api::ObjectMeta, client::Body};
     use schemars::JsonSchema;
