@@ -65,11 +65,15 @@ pub enum Error {
     },
 
     /// The API server could not be reached or answered with an unexpected error.
-    #[error("the Kubernetes API server could not be reached or failed: {0}; check KUBECONFIG and the network")]
+    #[error(
+        "the Kubernetes API server could not be reached or failed: {0}; check KUBECONFIG and the network"
+    )]
     Api(#[source] kube::Error),
 
     /// The HTTP server for metrics and probes could not bind.
-    #[error("cannot serve metrics and probes on {addr}: {source}; choose another address with BONNY_HTTP_ADDR or .http_addr(..)")]
+    #[error(
+        "cannot serve metrics and probes on {addr}: {source}; choose another address with BONNY_HTTP_ADDR or .http_addr(..)"
+    )]
     Http {
         /// The address tried.
         addr: SocketAddr,
@@ -101,7 +105,9 @@ impl Error {
             kube::Error::Api(status) if status.code == 403 => Self::Forbidden {
                 verb: "list",
                 resource,
-                scope: namespace.map(|ns| format!(" in namespace {ns}")).unwrap_or_default(),
+                scope: namespace
+                    .map(|ns| format!(" in namespace {ns}"))
+                    .unwrap_or_default(),
                 message: status.message,
             },
             other => Self::Api(other),

@@ -43,10 +43,15 @@ fn main() -> ExitCode {
 }
 
 fn cargo(args: &[&str]) -> Result<(), String> {
+    cargo_with_env(args, &[])
+}
+
+fn cargo_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("+ cargo {}", args.join(" "));
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .status()
         .map_err(|err| format!("cannot run {cargo}: {err}"))?;
     if status.success() {
@@ -57,7 +62,10 @@ fn cargo(args: &[&str]) -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
-    let build = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/control-plane/build.sh");
+    let build = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tools/control-plane/build.sh"
+    );
     eprintln!("+ {build}");
     let status = Command::new("bash")
         .arg(build)
@@ -65,9 +73,19 @@ fn test() -> Result<(), String> {
         .status()
         .map_err(|err| format!("cannot run {build}: {err}"))?;
     if !status.success() {
-        return Err(format!("building the control plane failed ({status}); see the output above"));
+        return Err(format!(
+            "building the control plane failed ({status}); see the output above"
+        ));
     }
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])
 }

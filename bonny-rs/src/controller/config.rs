@@ -14,7 +14,7 @@ use crate::manifest::Rule;
 
 /// How a controller is set up: finalizer, owned kinds, RBAC rules, extra steps, intervals.
 ///
-/// Built by the [`controller`](crate::controller) macro, or by hand in
+/// Built by the [`controller`](macro@crate::controller) macro, or by hand in
 /// [`Controller::config`](super::Controller::config).
 #[must_use]
 pub struct Config<K: Object> {

@@ -1,7 +1,7 @@
 //! Controllers: what an author declares ([`Controller`]), writes ([`Reconcile`]) and what the
 //! runtime threads through each reconcile ([`Axn`], [`Step`]).
 //!
-//! A controller is normally declared with the [`controller`](crate::controller) attribute macro,
+//! A controller is normally declared with the [`controller`](macro@crate::controller) attribute macro,
 //! which expands to an implementation of [`Controller`]. Writing it by hand is just as valid:
 //!
 //! ```
@@ -85,7 +85,7 @@ impl<K> Object for K where
 
 /// A declared controller: which resource it reconciles and how.
 ///
-/// Implemented by the [`controller`](crate::controller) macro, or by hand.
+/// Implemented by the [`controller`](macro@crate::controller) macro, or by hand.
 pub trait Controller: Reconcile<Self::Resource> + Sized {
     /// The resource this controller reconciles.
     type Resource: Object;

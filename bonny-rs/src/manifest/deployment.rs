@@ -7,8 +7,9 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
-            Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-            PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecurityContext, ServiceAccount,
+            Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+            ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+            SecurityContext, ServiceAccount,
         },
         rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding, RoleRef, Subject},
     },
@@ -64,7 +65,10 @@ impl Options {
 fn labels(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), name.to_owned()),
-        ("app.kubernetes.io/managed-by".to_owned(), "bonny-rs".to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "bonny-rs".to_owned(),
+        ),
     ])
 }
 
@@ -170,7 +174,10 @@ pub(crate) fn deployment(
         field_env("BONNY_POD_NAME", "metadata.name"),
         field_env("BONNY_POD_NAMESPACE", "metadata.namespace"),
         field_env("BONNY_SERVICE_ACCOUNT", "spec.serviceAccountName"),
-        value_env("BONNY_HTTP_ADDR", &format!("0.0.0.0:{}", options.metrics_port)),
+        value_env(
+            "BONNY_HTTP_ADDR",
+            &format!("0.0.0.0:{}", options.metrics_port),
+        ),
     ];
     if let Some(namespaces) = watch_namespaces {
         env.push(value_env("BONNY_WATCH_NAMESPACES", &namespaces.join(",")));
@@ -192,7 +199,10 @@ pub(crate) fn deployment(
                 ("cpu".to_owned(), Quantity("50m".to_owned())),
                 ("memory".to_owned(), Quantity("64Mi".to_owned())),
             ])),
-            limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("256Mi".to_owned()))])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity("256Mi".to_owned()),
+            )])),
             ..ResourceRequirements::default()
         }),
         security_context: Some(SecurityContext {
@@ -210,7 +220,11 @@ pub(crate) fn deployment(
     Deployment {
         metadata: meta(name, Some(&options.namespace)),
         spec: DeploymentSpec {
-            replicas: Some(options.replicas.unwrap_or(if leader_election { 2 } else { 1 })),
+            replicas: Some(
+                options
+                    .replicas
+                    .unwrap_or(if leader_election { 2 } else { 1 }),
+            ),
             selector: LabelSelector {
                 match_labels: Some(labels(name)),
                 ..LabelSelector::default()

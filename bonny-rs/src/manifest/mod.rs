@@ -96,7 +96,10 @@ impl crate::Operator {
                     .collect();
                 (None, bindings)
             }
-            _ => (Some(deployment::cluster_role_binding(name, options)), Vec::new()),
+            _ => (
+                Some(deployment::cluster_role_binding(name, options)),
+                Vec::new(),
+            ),
         };
         Ok(Manifests {
             crds,

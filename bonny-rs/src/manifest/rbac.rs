@@ -91,8 +91,15 @@ pub fn merge_rules(rules: impl IntoIterator<Item = Rule>) -> Vec<Rule> {
     }
     let mut resources_by_verbs: BTreeMap<(String, BTreeSet<String>), Vec<String>> = BTreeMap::new();
     for ((group, resource), verbs) in verbs_by_resource {
-        let verbs = if verbs.contains("*") { BTreeSet::from(["*".to_owned()]) } else { verbs };
-        resources_by_verbs.entry((group, verbs)).or_default().push(resource);
+        let verbs = if verbs.contains("*") {
+            BTreeSet::from(["*".to_owned()])
+        } else {
+            verbs
+        };
+        resources_by_verbs
+            .entry((group, verbs))
+            .or_default()
+            .push(resource);
     }
     resources_by_verbs
         .into_iter()

@@ -67,7 +67,10 @@ impl Manifests {
         if crds_only {
             return Ok(docs);
         }
-        docs.push(document("service-account.yaml".into(), &self.service_account)?);
+        docs.push(document(
+            "service-account.yaml".into(),
+            &self.service_account,
+        )?);
         docs.push(document("cluster-role.yaml".into(), &self.cluster_role)?);
         if let Some(binding) = &self.cluster_role_binding {
             docs.push(document("cluster-role-binding.yaml".into(), binding)?);
@@ -112,8 +115,9 @@ impl Manifests {
             source,
         })?;
         let docs = self.documents(false)?;
-        let mut kustomization =
-            String::from("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n");
+        let mut kustomization = String::from(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n",
+        );
         for doc in &docs {
             write(&dir.join(&doc.file), &doc.yaml)?;
             kustomization.push_str(&format!("- {}\n", doc.file));

@@ -32,7 +32,9 @@ pub struct Health {
 
 impl std::fmt::Debug for Health {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Health").field("caches", &self.lock().caches).finish_non_exhaustive()
+        f.debug_struct("Health")
+            .field("caches", &self.lock().caches)
+            .finish_non_exhaustive()
     }
 }
 
@@ -42,7 +44,10 @@ impl Health {
     }
 
     /// Add a liveness check: `/healthz` fails while it returns an error.
-    pub fn add_liveness_check(&self, check: impl Fn() -> Result<(), String> + Send + Sync + 'static) {
+    pub fn add_liveness_check(
+        &self,
+        check: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) {
         self.lock().liveness.push(Box::new(check));
     }
 

@@ -73,7 +73,9 @@ impl Metrics {
         let reconcile_total = Family::<ResultLabels, Counter>::default();
         let reconcile_errors = Family::<ControllerLabels, Counter>::default();
         let reconcile_time = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ])
         });
         let active_workers = Family::<ControllerLabels, Gauge>::default();
         let leader_status = Family::<LeaseLabels, Gauge>::default();
@@ -130,7 +132,9 @@ impl Metrics {
     /// assert!(metrics.encode().contains("widgets_resized_total 1"));
     /// ```
     pub fn register(&self) -> MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The metrics in the Prometheus text format.
@@ -142,13 +146,22 @@ impl Metrics {
     }
 
     pub(crate) fn reconcile_started(&self, controller: &str) {
-        self.active_workers.get_or_create(&controller_labels(controller)).inc();
+        self.active_workers
+            .get_or_create(&controller_labels(controller))
+            .inc();
     }
 
-    pub(crate) fn reconcile_finished(&self, controller: &str, result: ReconcileResult, elapsed: Duration) {
+    pub(crate) fn reconcile_finished(
+        &self,
+        controller: &str,
+        result: ReconcileResult,
+        elapsed: Duration,
+    ) {
         let labels = controller_labels(controller);
         self.active_workers.get_or_create(&labels).dec();
-        self.reconcile_time.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.reconcile_time
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
         self.reconcile_total
             .get_or_create(&ResultLabels {
                 controller: controller.to_owned(),
@@ -161,8 +174,13 @@ impl Metrics {
     }
 
     pub(crate) fn set_leader(&self, lease: &str, leading: bool) {
-        let labels = LeaseLabels { name: lease.to_owned() };
-        let was = self.leader_status.get_or_create(&labels).set(i64::from(leading));
+        let labels = LeaseLabels {
+            name: lease.to_owned(),
+        };
+        let was = self
+            .leader_status
+            .get_or_create(&labels)
+            .set(i64::from(leading));
         if leading && was == 0 {
             self.leader_transitions.get_or_create(&labels).inc();
         }
@@ -187,10 +205,26 @@ mod tests {
         metrics.reconcile_started("widget");
         metrics.reconcile_finished("widget", ReconcileResult::error, Duration::from_millis(3));
         let text = metrics.encode();
-        assert!(text.contains(r#"controller_runtime_reconcile_total{controller="widget",result="success"} 1"#), "{text}");
-        assert!(text.contains(r#"controller_runtime_reconcile_total{controller="widget",result="error"} 1"#), "{text}");
-        assert!(text.contains(r#"controller_runtime_reconcile_errors_total{controller="widget"} 1"#), "{text}");
-        assert!(text.contains(r#"controller_runtime_active_workers{controller="widget"} 0"#), "{text}");
+        assert!(
+            text.contains(
+                r#"controller_runtime_reconcile_total{controller="widget",result="success"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"controller_runtime_reconcile_total{controller="widget",result="error"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"controller_runtime_reconcile_errors_total{controller="widget"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"controller_runtime_active_workers{controller="widget"} 0"#),
+            "{text}"
+        );
     }
 
     #[test]
@@ -201,7 +235,13 @@ mod tests {
         metrics.set_leader("lease", false);
         metrics.set_leader("lease", true);
         let text = metrics.encode();
-        assert!(text.contains(r#"leader_election_master_status{name="lease"} 1"#), "{text}");
-        assert!(text.contains(r#"leader_election_transitions_total{name="lease"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"leader_election_master_status{name="lease"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"leader_election_transitions_total{name="lease"} 2"#),
+            "{text}"
+        );
     }
 }

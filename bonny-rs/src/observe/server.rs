@@ -20,7 +20,11 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    pub(crate) async fn bind(addr: SocketAddr, metrics: Metrics, health: Health) -> std::io::Result<Self> {
+    pub(crate) async fn bind(
+        addr: SocketAddr,
+        metrics: Metrics,
+        health: Health,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let router = Router::new()
             .route("/metrics", get(metrics_handler))
@@ -46,7 +50,10 @@ impl Server {
 
 async fn metrics_handler(State(shared): State<Shared>) -> impl IntoResponse {
     (
-        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         shared.metrics.encode(),
     )
 }

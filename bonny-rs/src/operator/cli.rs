@@ -67,7 +67,9 @@ impl crate::Operator {
             }
             Err(err) => {
                 let message = err.to_string();
-                return Err(Error::Usage(message.trim_start_matches("error: ").trim_end().to_owned()));
+                return Err(Error::Usage(
+                    message.trim_start_matches("error: ").trim_end().to_owned(),
+                ));
             }
         };
         match cli.command.unwrap_or(Command::Run) {

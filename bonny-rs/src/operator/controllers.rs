@@ -63,7 +63,10 @@ impl ControllerSet {
         for registration in self.registrations.iter() {
             registration.spawn(&self.runtime, &stop, &mut tasks);
         }
-        tracing::info!(controllers = self.registrations.len(), "controllers started");
+        tracing::info!(
+            controllers = self.registrations.len(),
+            "controllers started"
+        );
         self.running = Some(Running { stop, tasks });
     }
 

@@ -80,7 +80,14 @@ impl std::fmt::Debug for Operator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Operator")
             .field("name", &self.name)
-            .field("controllers", &self.registrations.iter().map(|r| r.name()).collect::<Vec<_>>())
+            .field(
+                "controllers",
+                &self
+                    .registrations
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>(),
+            )
             .field("namespaces", &self.namespaces)
             .field("leader_election", &self.leader.is_some())
             .field("http_addr", &self.http_addr)
@@ -166,7 +173,8 @@ impl Operator {
         }
         let elector = match self.leader {
             Some(config) => Some(
-                Elector::new(config, client.clone(), &self.name).map_err(|err| Error::Config(err.to_string()))?,
+                Elector::new(config, client.clone(), &self.name)
+                    .map_err(|err| Error::Config(err.to_string()))?,
             ),
             None => None,
         };
@@ -184,8 +192,12 @@ impl Operator {
             metrics: self.metrics.clone(),
             health: self.health.clone(),
         };
-        let mut controllers =
-            ControllerSet::new(self.registrations.clone(), runtime, self.shutdown_timeout, self.observer.clone());
+        let mut controllers = ControllerSet::new(
+            self.registrations.clone(),
+            runtime,
+            self.shutdown_timeout,
+            self.observer.clone(),
+        );
         let result = match elector {
             None => {
                 controllers.start();
@@ -201,13 +213,19 @@ impl Operator {
                 let deadline = elector.renew_deadline() + LIVENESS_GRACE;
                 self.health.add_liveness_check(move || {
                     if status.renewal_overdue(deadline) {
-                        Err(format!("the leader has not renewed its Lease for over {deadline:?}"))
+                        Err(format!(
+                            "the leader has not renewed its Lease for over {deadline:?}"
+                        ))
                     } else {
                         Ok(())
                     }
                 });
-                controllers.report_leadership(self.metrics.clone(), elector.lease_name().to_owned());
-                elector.run(&mut controllers, stop.clone()).await.map_err(Error::Leader)
+                controllers
+                    .report_leadership(self.metrics.clone(), elector.lease_name().to_owned());
+                elector
+                    .run(&mut controllers, stop.clone())
+                    .await
+                    .map_err(Error::Leader)
             }
         };
         server_stop.cancel();
@@ -254,13 +272,16 @@ impl OperatorBuilder {
 
     /// Add a controller. Controllers of several resource types can be added.
     pub fn controller<C: Controller>(mut self, controller: C) -> Self {
-        self.registrations.push(Box::new(Registered::new(controller)));
+        self.registrations
+            .push(Box::new(Registered::new(controller)));
         self
     }
 
     /// Watch this namespace (call again for more). Without any, all namespaces are watched.
     pub fn watch_namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespaces.get_or_insert_with(Vec::new).push(namespace.into());
+        self.namespaces
+            .get_or_insert_with(Vec::new)
+            .push(namespace.into());
         self
     }
 
@@ -290,7 +311,10 @@ impl OperatorBuilder {
 
     /// Be told when the controllers start and when they have all stopped: with leader
     /// election, these bound the intervals in which this replica reconciles.
-    pub fn on_controllers(mut self, observer: impl Fn(ControllersEvent) + Send + Sync + 'static) -> Self {
+    pub fn on_controllers(
+        mut self,
+        observer: impl Fn(ControllersEvent) + Send + Sync + 'static,
+    ) -> Self {
         self.observer = Some(Arc::new(observer));
         self
     }
@@ -328,7 +352,8 @@ impl OperatorBuilder {
         let settings = Settings::from_env()?;
         if self.registrations.is_empty() {
             return Err(Error::Config(
-                "the operator has no controllers; add one with Operator::builder().controller(..)".into(),
+                "the operator has no controllers; add one with Operator::builder().controller(..)"
+                    .into(),
             ));
         }
         let name = self
@@ -336,7 +361,10 @@ impl OperatorBuilder {
             .or_else(|| settings.operator_name.clone())
             .or_else(binary_name)
             .unwrap_or_else(|| "bonny-operator".to_owned());
-        let namespaces = match self.namespaces.or_else(|| settings.watch_namespaces.clone()) {
+        let namespaces = match self
+            .namespaces
+            .or_else(|| settings.watch_namespaces.clone())
+        {
             Some(list) if !list.is_empty() => Namespaces::List(list),
             _ => Namespaces::All,
         };
@@ -353,7 +381,9 @@ impl OperatorBuilder {
                         config = config.retry_period(period);
                     }
                 }
-                config.validate().map_err(|err| Error::Config(err.to_string()))?;
+                config
+                    .validate()
+                    .map_err(|err| Error::Config(err.to_string()))?;
                 Some(config)
             }
             None => None,
@@ -390,7 +420,9 @@ impl OperatorBuilder {
 }
 
 fn binary_name() -> Option<String> {
-    std::env::args_os()
-        .next()
-        .and_then(|arg0| std::path::Path::new(&arg0).file_stem().map(|s| s.to_string_lossy().into_owned()))
+    std::env::args_os().next().and_then(|arg0| {
+        std::path::Path::new(&arg0)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+    })
 }

@@ -125,7 +125,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
         move |var| pairs.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone())
     }
 
@@ -148,8 +151,14 @@ mod tests {
         assert_eq!(settings.pod_namespace.as_deref(), Some("ops"));
         assert_eq!(settings.pod_name.as_deref(), Some("widgets-0"));
         assert_eq!(settings.service_account.as_deref(), Some("widgets-sa"));
-        assert_eq!(settings.watch_namespaces, Some(vec!["a".into(), "b".into(), "c".into()]));
-        assert_eq!(settings.http_addr, Some(Some("127.0.0.1:9000".parse().expect("addr"))));
+        assert_eq!(
+            settings.watch_namespaces,
+            Some(vec!["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!(
+            settings.http_addr,
+            Some(Some("127.0.0.1:9000".parse().expect("addr")))
+        );
         assert_eq!(settings.shutdown_timeout, Some(Duration::from_secs(5)));
         assert_eq!(settings.lease_duration, Some(Duration::from_secs(3)));
         assert_eq!(settings.renew_deadline, Some(Duration::from_secs(2)));
@@ -164,12 +173,20 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable_and_the_expected_form() {
-        let err = Settings::from_lookup(env(&[("BONNY_HTTP_ADDR", "port 80")])).expect_err("invalid");
+        let err =
+            Settings::from_lookup(env(&[("BONNY_HTTP_ADDR", "port 80")])).expect_err("invalid");
         let message = err.to_string();
-        assert!(message.contains("BONNY_HTTP_ADDR") && message.contains("0.0.0.0:8080"), "{message}");
-        let err = Settings::from_lookup(env(&[("BONNY_SHUTDOWN_TIMEOUT", "30")])).expect_err("invalid");
+        assert!(
+            message.contains("BONNY_HTTP_ADDR") && message.contains("0.0.0.0:8080"),
+            "{message}"
+        );
+        let err =
+            Settings::from_lookup(env(&[("BONNY_SHUTDOWN_TIMEOUT", "30")])).expect_err("invalid");
         let message = err.to_string();
-        assert!(message.contains("BONNY_SHUTDOWN_TIMEOUT") && message.contains("30s"), "{message}");
+        assert!(
+            message.contains("BONNY_SHUTDOWN_TIMEOUT") && message.contains("30s"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ pub(crate) async fn watch_signals(token: CancellationToken) {
         }
         count += 1;
         if count == 1 {
-            tracing::info!("termination signal received; shutting down gracefully (send again to exit at once)");
+            tracing::info!(
+                "termination signal received; shutting down gracefully (send again to exit at once)"
+            );
             token.cancel();
         } else {
             tracing::warn!("second termination signal; exiting now");
