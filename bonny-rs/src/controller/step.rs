@@ -22,12 +22,12 @@ pub enum Flow {
 ///
 /// ```
 /// use bonny::prelude::*;
-/// use bonny::controller::{Flow, StepFuture};
+/// use bonny::controller::{Flow, Object, StepFuture};
 ///
 /// /// Leaves objects labelled `paused=true` alone.
 /// struct SkipPaused;
 ///
-/// impl<K: kube::Resource + Send + Sync> Step<K> for SkipPaused {
+/// impl<K: Object> Step<K> for SkipPaused {
 ///     fn call<'a>(&'a self, axn: &'a mut Axn<K>) -> StepFuture<'a> {
 ///         Box::pin(async move {
 ///             let paused = axn.object().meta().labels.as_ref()
