@@ -14,7 +14,13 @@ use serde::{Deserialize, Serialize};
 
 /// The spec.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(group = "e2e.bonny.dev", version = "v1", kind = "Widget", namespaced, status = "WidgetStatus")]
+#[kube(
+    group = "e2e.bonny.dev",
+    version = "v1",
+    kind = "Widget",
+    namespaced,
+    status = "WidgetStatus"
+)]
 pub struct WidgetSpec {
     /// Size; 13 makes the controller panic, over 100 is invalid.
     pub size: u32,
@@ -72,9 +78,18 @@ impl Reconcile<Widget> for WidgetController {
             panic!("size 13 is unlucky");
         }
         if size > 100 {
-            set_condition(&mut status.conditions, "Ready", false, "InvalidSpec", "spec.size must be at most 100", generation);
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                false,
+                "InvalidSpec",
+                "spec.size must be at most 100",
+                generation,
+            );
             axn.set_status(&status)?;
-            return Err(ReconcileError::invalid_spec(format!("spec.size must be at most 100, got {size}")));
+            return Err(ReconcileError::invalid_spec(format!(
+                "spec.size must be at most 100, got {size}"
+            )));
         }
         axn.register_descendant(ConfigMap {
             metadata: ObjectMeta {
@@ -88,13 +103,54 @@ impl Reconcile<Widget> for WidgetController {
             axn.normal_event("Resized", format!("size is now {size}"));
         }
         status.size = Some(size);
-        set_condition(&mut status.conditions, "Ready", true, "Reconciled", "the ConfigMap holds the size", generation);
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            true,
+            "Reconciled",
+            "the ConfigMap holds the size",
+            generation,
+        );
         axn.set_status(&status)?;
         Ok(Action::await_change())
     }
 
     async fn cleanup(&self, _axn: &mut Axn<Widget>) -> Result<Action, ReconcileError> {
         self.counters.cleanups.fetch_add(1, Ordering::SeqCst);
+        Ok(Action::await_change())
+    }
+}
+
+/// A second resource type, to run two controllers in one operator.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "e2e.bonny.dev",
+    version = "v1",
+    kind = "Gadget",
+    namespaced,
+    status = "GadgetStatus"
+)]
+pub struct GadgetSpec {
+    /// Anything.
+    pub label: String,
+}
+
+/// What the gadget controller saw.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct GadgetStatus {
+    /// The label, echoed.
+    pub seen: Option<String>,
+}
+
+/// Echoes the label into the status.
+#[bonny::controller(resource = Gadget)]
+#[derive(Clone, Default)]
+pub struct GadgetController;
+
+impl Reconcile<Gadget> for GadgetController {
+    async fn apply(&self, axn: &mut Axn<Gadget>) -> Result<Action, ReconcileError> {
+        let seen = Some(axn.object().spec.label.clone());
+        axn.set_status(GadgetStatus { seen })?;
         Ok(Action::await_change())
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bonny::{Operator, observe::Metrics, testing::TestEnv};
 use bonny_e2e::{
     eventually, init_tracing,
-    widget::{Widget, WidgetController, WidgetSpec},
+    widget::{Gadget, GadgetController, GadgetSpec, Widget, WidgetController, WidgetSpec},
     writes_to,
 };
 use k8s_openapi::api::{
@@ -45,12 +45,21 @@ impl Running {
             .unwrap();
         let stop = CancellationToken::new();
         let task = tokio::spawn(operator.run_until(stop.clone()));
-        Self { stop, task, metrics, controller }
+        Self {
+            stop,
+            task,
+            metrics,
+            controller,
+        }
     }
 
     async fn stop(self) {
         self.stop.cancel();
-        tokio::time::timeout(WAIT, self.task).await.unwrap().unwrap().unwrap();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 
     fn reconciles(&self) -> u64 {
@@ -71,7 +80,10 @@ async fn namespace(client: &Client, name: &str) {
         },
         ..Namespace::default()
     };
-    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
 }
 
 fn widget(name: &str, size: u32) -> Widget {
@@ -111,7 +123,10 @@ async fn a_widget_gets_its_child_status_event_and_finalizer_and_cleanup_runs_onc
     let running = Running::start(client.clone(), "lifecycle").await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "lifecycle");
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "lifecycle");
-    widgets.create(&PostParams::default(), &widget("w1", 3)).await.unwrap();
+    widgets
+        .create(&PostParams::default(), &widget("w1", 3))
+        .await
+        .unwrap();
 
     let child = eventually("the ConfigMap child", WAIT, || async {
         configmaps.get_opt("w1-data").await.unwrap()
@@ -119,7 +134,10 @@ async fn a_widget_gets_its_child_status_event_and_finalizer_and_cleanup_runs_onc
     .await;
     assert_eq!(child.data.unwrap()["size"], "3");
     let owner = &child.metadata.owner_references.unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("Widget", "w1", Some(true)));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("Widget", "w1", Some(true))
+    );
 
     let live = eventually("the status", WAIT, || async {
         let w = widgets.get("w1").await.unwrap();
@@ -129,15 +147,29 @@ async fn a_widget_gets_its_child_status_event_and_finalizer_and_cleanup_runs_onc
     let status = live.status.unwrap();
     assert_eq!(status.size, Some(3));
     assert_eq!(status.conditions[0].status, "True");
-    assert!(live.metadata.finalizers.unwrap().contains(&"e2e.bonny.dev/cleanup".to_owned()));
+    assert!(
+        live.metadata
+            .finalizers
+            .unwrap()
+            .contains(&"e2e.bonny.dev/cleanup".to_owned())
+    );
     eventually("a Normal Resized event", WAIT, || async {
-        has_event(&events_for(&client, "lifecycle", "w1").await, "Normal", "Resized").then_some(())
+        has_event(
+            &events_for(&client, "lifecycle", "w1").await,
+            "Normal",
+            "Resized",
+        )
+        .then_some(())
     })
     .await;
 
     // Update: the child follows the spec.
     widgets
-        .patch("w1", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"size": 5}})))
+        .patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"size": 5}})),
+        )
         .await
         .unwrap();
     eventually("the child to follow the new size", WAIT, || async {
@@ -147,7 +179,10 @@ async fn a_widget_gets_its_child_status_event_and_finalizer_and_cleanup_runs_onc
     .await;
 
     // Delete: cleanup runs exactly once, then the finalizer goes and the object with it.
-    widgets.delete("w1", &DeleteParams::default()).await.unwrap();
+    widgets
+        .delete("w1", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("the widget to be gone", WAIT, || async {
         widgets.get_opt("w1").await.unwrap().is_none().then_some(())
     })
@@ -164,11 +199,21 @@ async fn an_edited_child_is_restored_and_a_deleted_one_recreated() {
     let running = Running::start(client.clone(), "drift").await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "drift");
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "drift");
-    widgets.create(&PostParams::default(), &widget("w2", 7)).await.unwrap();
-    eventually("the child", WAIT, || async { configmaps.get_opt("w2-data").await.unwrap() }).await;
+    widgets
+        .create(&PostParams::default(), &widget("w2", 7))
+        .await
+        .unwrap();
+    eventually("the child", WAIT, || async {
+        configmaps.get_opt("w2-data").await.unwrap()
+    })
+    .await;
 
     configmaps
-        .patch("w2-data", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"size": "999"}})))
+        .patch(
+            "w2-data",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"data": {"size": "999"}})),
+        )
         .await
         .unwrap();
     eventually("the edited child to be restored", WAIT, || async {
@@ -178,7 +223,10 @@ async fn an_edited_child_is_restored_and_a_deleted_one_recreated() {
     .await;
 
     let uid = configmaps.get("w2-data").await.unwrap().uid();
-    configmaps.delete("w2-data", &DeleteParams::default()).await.unwrap();
+    configmaps
+        .delete("w2-data", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("the deleted child to be recreated", WAIT, || async {
         let cm = configmaps.get_opt("w2-data").await.unwrap()?;
         (cm.uid() != uid).then_some(())
@@ -194,7 +242,10 @@ async fn a_reconcile_with_nothing_to_change_writes_nothing() {
     namespace(&client, "noop").await;
     let running = Running::start(client.clone(), "noop").await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "noop");
-    widgets.create(&PostParams::default(), &widget("w3", 4)).await.unwrap();
+    widgets
+        .create(&PostParams::default(), &widget("w3", 4))
+        .await
+        .unwrap();
     eventually("the status", WAIT, || async {
         widgets.get("w3").await.unwrap().status.and_then(|s| s.size)
     })
@@ -218,7 +269,11 @@ async fn a_reconcile_with_nothing_to_change_writes_nothing() {
     let reconciles_before = running.reconciles();
     // A label change reconciles the widget (a write by the test, to `widgets`, counted apart).
     widgets
-        .patch("w3", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"labels": {"touch": "1"}}})))
+        .patch(
+            "w3",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"touch": "1"}}})),
+        )
         .await
         .unwrap();
     eventually("the label change to be reconciled", WAIT, || async {
@@ -226,7 +281,11 @@ async fn a_reconcile_with_nothing_to_change_writes_nothing() {
     })
     .await;
     let after = writes_to(&env.apiserver_metrics().await.unwrap(), &watched);
-    assert_eq!(after - before, 1, "only the test's own label patch may write; the reconcile must write nothing");
+    assert_eq!(
+        after - before,
+        1,
+        "only the test's own label patch may write; the reconcile must write nothing"
+    );
     running.stop().await;
 }
 
@@ -237,31 +296,59 @@ async fn a_panicking_or_invalid_widget_does_not_stop_the_others() {
     namespace(&client, "faults").await;
     let running = Running::start(client.clone(), "faults").await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "faults");
-    widgets.create(&PostParams::default(), &widget("unlucky", 13)).await.unwrap();
-    widgets.create(&PostParams::default(), &widget("huge", 500)).await.unwrap();
+    widgets
+        .create(&PostParams::default(), &widget("unlucky", 13))
+        .await
+        .unwrap();
+    widgets
+        .create(&PostParams::default(), &widget("huge", 500))
+        .await
+        .unwrap();
     eventually("a ReconcilePanicked warning", WAIT, || async {
-        has_event(&events_for(&client, "faults", "unlucky").await, "Warning", "ReconcilePanicked").then_some(())
+        has_event(
+            &events_for(&client, "faults", "unlucky").await,
+            "Warning",
+            "ReconcilePanicked",
+        )
+        .then_some(())
     })
     .await;
     eventually("an InvalidSpec warning", WAIT, || async {
-        has_event(&events_for(&client, "faults", "huge").await, "Warning", "InvalidSpec").then_some(())
+        has_event(
+            &events_for(&client, "faults", "huge").await,
+            "Warning",
+            "InvalidSpec",
+        )
+        .then_some(())
     })
     .await;
     let huge = eventually("the InvalidSpec condition", WAIT, || async {
         let w = widgets.get("huge").await.unwrap();
-        w.status.as_ref().filter(|s| !s.conditions.is_empty()).cloned()
+        w.status
+            .as_ref()
+            .filter(|s| !s.conditions.is_empty())
+            .cloned()
     })
     .await;
     assert_eq!(huge.conditions[0].status, "False");
     assert_eq!(huge.conditions[0].reason, "InvalidSpec");
 
     // The operator is still up: a healthy widget created after the faults is reconciled.
-    widgets.create(&PostParams::default(), &widget("fine", 2)).await.unwrap();
+    widgets
+        .create(&PostParams::default(), &widget("fine", 2))
+        .await
+        .unwrap();
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "faults");
-    eventually("the healthy widget's child", WAIT, || async { configmaps.get_opt("fine-data").await.unwrap() }).await;
+    eventually("the healthy widget's child", WAIT, || async {
+        configmaps.get_opt("fine-data").await.unwrap()
+    })
+    .await;
     assert!(!running.task.is_finished());
     let errors = running.metrics.encode();
-    assert!(errors.contains(r#"controller_runtime_reconcile_errors_total{controller="widget"}"#), "{errors}");
+    assert!(
+        errors.contains(r#"controller_runtime_reconcile_errors_total{controller="widget"}"#),
+        "{errors}"
+    );
     running.stop().await;
 }
 
@@ -276,8 +363,69 @@ async fn a_missing_crd_is_named_with_the_command_that_installs_it() {
         .controller(WidgetController::default())
         .build()
         .unwrap();
-    let err = operator.run_until(CancellationToken::new()).await.unwrap_err();
+    let err = operator
+        .run_until(CancellationToken::new())
+        .await
+        .unwrap_err();
     let message = err.to_string();
-    assert!(matches!(err, bonny::Error::CrdNotInstalled { .. }), "{message}");
-    assert!(message.contains("widgets.e2e.bonny.dev") && message.contains("manifests"), "{message}");
+    assert!(
+        matches!(err, bonny::Error::CrdNotInstalled { .. }),
+        "{message}"
+    );
+    assert!(
+        message.contains("widgets.e2e.bonny.dev") && message.contains("manifests"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn one_operator_runs_controllers_of_several_resource_types() {
+    let env = env().await;
+    env.install_crd(Gadget::crd()).await.unwrap();
+    let client = env.client();
+    namespace(&client, "multi").await;
+    let operator = Operator::builder()
+        .name("multi-e2e")
+        .client(client.clone())
+        .watch_namespace("multi")
+        .without_http()
+        .controller(WidgetController::default())
+        .controller(GadgetController)
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(operator.run_until(stop.clone()));
+    let widgets: Api<Widget> = Api::namespaced(client.clone(), "multi");
+    let gadgets: Api<Gadget> = Api::namespaced(client.clone(), "multi");
+    widgets
+        .create(&PostParams::default(), &widget("w", 1))
+        .await
+        .unwrap();
+    gadgets
+        .create(
+            &PostParams::default(),
+            &Gadget::new(
+                "g",
+                GadgetSpec {
+                    label: "blue".into(),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("the widget's status", WAIT, || async {
+        widgets.get("w").await.unwrap().status.and_then(|s| s.size)
+    })
+    .await;
+    let seen = eventually("the gadget's status", WAIT, || async {
+        gadgets.get("g").await.unwrap().status.and_then(|s| s.seen)
+    })
+    .await;
+    assert_eq!(seen, "blue");
+    stop.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
