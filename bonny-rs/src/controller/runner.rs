@@ -384,6 +384,7 @@ fn error_policy<C: Controller>(
         *count
     };
     let delay = ctx.config.backoff.delay(failures);
+    ctx.metrics.retry_scheduled(&ctx.name);
     tracing::debug!(object = %object.name_any(), failures, ?delay, "retrying after backoff");
     KubeAction::requeue(delay)
 }

@@ -35,6 +35,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LeaseLabels {
     name: String,
 }
@@ -50,6 +55,7 @@ pub struct Metrics {
     reconcile_errors: Family<ControllerLabels, Counter>,
     reconcile_time: Family<ControllerLabels, Histogram>,
     active_workers: Family<ControllerLabels, Gauge>,
+    retries: Family<QueueLabels, Counter>,
     leader_status: Family<LeaseLabels, Gauge>,
     leader_transitions: Family<LeaseLabels, Counter>,
 }
@@ -78,6 +84,7 @@ impl Metrics {
             ])
         });
         let active_workers = Family::<ControllerLabels, Gauge>::default();
+        let retries = Family::<QueueLabels, Counter>::default();
         let leader_status = Family::<LeaseLabels, Gauge>::default();
         let leader_transitions = Family::<LeaseLabels, Counter>::default();
         registry.register(
@@ -101,6 +108,11 @@ impl Metrics {
             active_workers.clone(),
         );
         registry.register(
+            "workqueue_retries",
+            "Total number of retries after a failed reconcile, per controller",
+            retries.clone(),
+        );
+        registry.register(
             "leader_election_master_status",
             "1 while this replica holds the leader Lease, else 0",
             leader_status.clone(),
@@ -116,6 +128,7 @@ impl Metrics {
             reconcile_errors,
             reconcile_time,
             active_workers,
+            retries,
             leader_status,
             leader_transitions,
         }
@@ -171,6 +184,14 @@ impl Metrics {
         if result == ReconcileResult::error {
             self.reconcile_errors.get_or_create(&labels).inc();
         }
+    }
+
+    pub(crate) fn retry_scheduled(&self, controller: &str) {
+        self.retries
+            .get_or_create(&QueueLabels {
+                name: controller.to_owned(),
+            })
+            .inc();
     }
 
     pub(crate) fn set_leader(&self, lease: &str, leading: bool) {
