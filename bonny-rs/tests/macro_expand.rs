@@ -1,0 +1,121 @@
+//! What `#[bonny::controller]` expands to, read back through the public `Config` and `crd()`.
+
+use std::time::Duration;
+
+use bonny::controller::StepFuture;
+use bonny::manifest::KNOWN_VERBS;
+use bonny::prelude::*;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Secret},
+};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+#[kube(group = "example.com", version = "v1", kind = "Widget", namespaced)]
+/// A test resource.
+pub struct WidgetSpec {
+    size: u32,
+}
+
+struct Noop;
+
+impl<K: Send + Sync> Step<K> for Noop {
+    fn call<'a>(&'a self, _axn: &'a mut Axn<K>) -> StepFuture<'a> {
+        Box::pin(async { Ok(Flow::Continue) })
+    }
+}
+
+#[bonny::controller(
+    resource = Widget,
+    finalizer = "example.com/cleanup",
+    owns = [ConfigMap, Secret, Deployment],
+    rbac(group = "", resources = ["events"], verbs = ["create", "patch"]),
+    rbac(group = "apps", resources = ["deployments", "deployments/scale"], verbs = ["get", "update"]),
+    requeue_after = "90s",
+    backoff(base = "250ms", max = "1m"),
+    concurrency = 8,
+    steps = [Noop],
+)]
+struct WidgetController;
+
+impl Reconcile<Widget> for WidgetController {
+    async fn apply(&self, _axn: &mut Axn<Widget>) -> Result<Action, ReconcileError> {
+        Ok(Action::await_change())
+    }
+}
+
+#[test]
+fn config_follows_the_attribute() {
+    let config = WidgetController.config();
+    assert_eq!(config.controller_name(), "widget");
+    assert_eq!(config.finalizer_name(), Some("example.com/cleanup"));
+    let owned: Vec<(&str, &str)> = config
+        .owned_kinds()
+        .iter()
+        .map(|owned| {
+            let resource = owned.api_resource();
+            (resource.api_version.as_str(), resource.kind.as_str())
+        })
+        .collect();
+    assert_eq!(
+        owned,
+        [
+            ("v1", "ConfigMap"),
+            ("v1", "Secret"),
+            ("apps/v1", "Deployment")
+        ]
+    );
+    assert_eq!(
+        config.rules(),
+        [
+            Rule::new("", ["events"], ["create", "patch"]),
+            Rule::new(
+                "apps",
+                ["deployments", "deployments/scale"],
+                ["get", "update"]
+            ),
+        ]
+    );
+    assert_eq!(config.periodic(), Some(Duration::from_secs(90)));
+}
+
+#[test]
+fn crd_is_the_resource_s_own() {
+    let crd = WidgetController
+        .crd()
+        .expect("a single version always merges")
+        .expect("a custom resource has a CRD");
+    assert_eq!(crd.metadata.name.as_deref(), Some("widgets.example.com"));
+    assert_eq!(crd.spec.versions.len(), 1);
+    assert_eq!(crd.spec.versions[0].name, "v1");
+}
+
+/// Every verb the runtime knows is accepted by the macro: the two lists cannot drift apart.
+#[bonny::controller(
+    resource = ConfigMap,
+    crd = false,
+    rbac(group = "", resources = ["configmaps"], verbs = [
+        "get", "list", "watch", "create", "update", "patch", "delete", "deletecollection",
+        "bind", "escalate", "impersonate", "use", "approve", "sign", "*",
+    ]),
+)]
+struct EveryVerb;
+
+impl Reconcile<ConfigMap> for EveryVerb {
+    async fn apply(&self, _axn: &mut Axn<ConfigMap>) -> Result<Action, ReconcileError> {
+        Ok(Action::await_change())
+    }
+}
+
+#[test]
+fn macro_and_runtime_know_the_same_verbs() {
+    let config = EveryVerb.config();
+    assert_eq!(config.rules()[0].verbs, KNOWN_VERBS);
+    assert!(config.rules()[0].unknown_verbs().is_empty());
+    assert!(matches!(EveryVerb.crd(), Ok(None)));
+    assert_eq!(config.periodic(), None);
+    assert_eq!(config.finalizer_name(), None);
+}

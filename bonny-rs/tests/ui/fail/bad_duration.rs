@@ -1,0 +1,14 @@
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+#[kube(group = "example.com", version = "v1", kind = "Widget", namespaced)]
+pub struct WidgetSpec {
+    size: u32,
+}
+
+#[bonny::controller(resource = Widget, requeue_after = "5 minutes")]
+pub struct WidgetController;
+
+fn main() {}
