@@ -77,6 +77,7 @@ fn test() -> Result<(), String> {
             "building the control plane failed ({status}); see the output above"
         ));
     }
+    ensure_faketime()?;
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&[
         "clippy",
@@ -88,4 +89,22 @@ fn test() -> Result<(), String> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])
+}
+
+/// The clock-skew leader election test runs one replica under libfaketime (Debian's
+/// `faketime` package); install it when missing and we may (CI runs as root).
+fn ensure_faketime() -> Result<(), String> {
+    if Command::new("faketime").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    eprintln!("+ apt-get install -y faketime (needed by the clock-skew leader election test)");
+    let installed = Command::new("sh")
+        .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime"])
+        .status()
+        .map_err(|err| format!("cannot run apt-get: {err}"))?;
+    if installed.success() {
+        Ok(())
+    } else {
+        Err("faketime is missing and `apt-get install faketime` failed; install it (as root) and run again".into())
+    }
 }
