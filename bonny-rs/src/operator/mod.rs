@@ -370,20 +370,29 @@ impl OperatorBuilder {
         };
         let leader = match self.leader {
             Some(mut config) => {
+                // Which timings came from the environment, so an error can say where to look.
+                let mut from_env = Vec::new();
                 if !self.leader_explicit {
                     if let Some(duration) = settings.lease_duration {
                         config = config.lease_duration(duration);
+                        from_env.push(format!("BONNY_LEASE_DURATION={duration:?}"));
                     }
                     if let Some(deadline) = settings.renew_deadline {
                         config = config.renew_deadline(deadline);
+                        from_env.push(format!("BONNY_RENEW_DEADLINE={deadline:?}"));
                     }
                     if let Some(period) = settings.retry_period {
                         config = config.retry_period(period);
+                        from_env.push(format!("BONNY_RETRY_PERIOD={period:?}"));
                     }
                 }
-                config
-                    .validate()
-                    .map_err(|err| Error::Config(err.to_string()))?;
+                config.validate().map_err(|err| {
+                    if from_env.is_empty() {
+                        Error::Config(err.to_string())
+                    } else {
+                        Error::Config(format!("{err} (set from {})", from_env.join(", ")))
+                    }
+                })?;
                 Some(config)
             }
             None => None,

@@ -1,0 +1,406 @@
+//! Generated manifests on a real kube-apiserver: every object applies, the generated RBAC is
+//! enough for the operator to do everything it does, and without one of its rules the
+//! operator says which permission is missing.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bonny::{
+    Operator,
+    leader::default_lease_name,
+    manifest::{Manifests, Options},
+    observe::Metrics,
+    testing::TestEnv,
+};
+use bonny_e2e::{
+    eventually, init_tracing,
+    widget::{Widget, WidgetController, WidgetSpec},
+};
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        coordination::v1::Lease,
+        core::v1::{ConfigMap, Namespace, ServiceAccount},
+        events::v1::Event,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Subject},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, CustomResourceExt,
+    api::{
+        DeleteParams, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams,
+    },
+    discovery::{Scope, pinned_kind},
+};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(30);
+const OPERATOR: &str = "widget-operator";
+const WIDGETS: &str = "widgets.e2e.bonny.dev";
+
+/// The Widget operator as deployed: all namespaces, leader election on.
+fn widget_operator(client: Client, controller: WidgetController, metrics: Metrics) -> Operator {
+    Operator::builder()
+        .name(OPERATOR)
+        .client(client)
+        .leader_election(true)
+        .without_http()
+        .shutdown_timeout(Duration::from_secs(5))
+        .metrics(metrics)
+        .controller(controller)
+        .build()
+        .unwrap()
+}
+
+fn options() -> Options {
+    Options::new("img:1").namespace("ops")
+}
+
+async fn namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+/// Server-side applies every document of a YAML stream, as `kubectl apply --server-side`
+/// would, and returns the `kind/name` of each.
+async fn apply_yaml(client: &Client, yaml: &str) -> Vec<String> {
+    let mut applied = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(yaml) {
+        let object = DynamicObject::deserialize(document).unwrap();
+        let types = object.types.clone().expect("apiVersion and kind");
+        let gvk = GroupVersionKind::try_from(&types).unwrap();
+        let (resource, capabilities) = pinned_kind(client, &gvk).await.unwrap();
+        let name = object.metadata.name.clone().expect("a name");
+        let api: Api<DynamicObject> = match capabilities.scope {
+            Scope::Namespaced => {
+                let namespace = object.metadata.namespace.as_deref().expect("a namespace");
+                Api::namespaced_with(client.clone(), namespace, &resource)
+            }
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        if let Err(err) = api
+            .patch(
+                &name,
+                &PatchParams::apply("bonny-e2e"),
+                &Patch::Apply(&object),
+            )
+            .await
+        {
+            panic!("the API server refused {} {name}: {err}", types.kind);
+        }
+        applied.push(format!("{}/{name}", types.kind));
+    }
+    applied
+}
+
+async fn wait_established(client: &Client, name: &str) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    eventually("the CRD to be established", WAIT, || async {
+        let crd = crds.get(name).await.unwrap();
+        crd.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+}
+
+/// Creates `role` (renamed to `name`) and binds it to the TestEnv user `user`, in place of
+/// the generated binding to the ServiceAccount; returns once the authorizer applies it.
+async fn grant(env: &TestEnv, manifests: &Manifests, mut role: ClusterRole, user: &str) {
+    let client = env.client();
+    let name = format!("{OPERATOR}-{user}");
+    role.metadata.name = Some(name.clone());
+    Api::<ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let mut binding = manifests
+        .cluster_role_binding
+        .clone()
+        .expect("a ClusterRoleBinding for an operator of all namespaces");
+    binding.metadata.name = Some(name.clone());
+    binding.role_ref.name = name;
+    binding.subjects = Some(vec![Subject {
+        kind: "User".to_owned(),
+        name: user.to_owned(),
+        api_group: Some("rbac.authorization.k8s.io".to_owned()),
+        ..Subject::default()
+    }]);
+    Api::<ClusterRoleBinding>::all(client)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    // Every variant below keeps `get` on widgets: 404 instead of 403 means the binding is live.
+    let widgets: Api<Widget> = Api::namespaced(env.user_client(user).await.unwrap(), "default");
+    eventually("the binding to take effect", WAIT, || async {
+        widgets.get_opt("no-such-widget").await.ok().map(|_| ())
+    })
+    .await;
+}
+
+/// The role without `verb` on `resource`, or without `resource` at all when `verb` is `None`.
+fn without(role: &ClusterRole, resource: &str, verb: Option<&str>) -> ClusterRole {
+    let mut role = role.clone();
+    let rules = role.rules.take().unwrap_or_default();
+    let mut kept = Vec::new();
+    for mut rule in rules {
+        let resources = rule.resources.clone().unwrap_or_default();
+        if resources.iter().any(|r| r == resource) {
+            if let Some(verb) = verb {
+                let mut split = rule.clone();
+                split.resources = Some(vec![resource.to_owned()]);
+                split.verbs.retain(|v| v != verb);
+                if !split.verbs.is_empty() {
+                    kept.push(split);
+                }
+            }
+            rule.resources = Some(resources.into_iter().filter(|r| r != resource).collect());
+            if rule.resources.as_ref().is_some_and(Vec::is_empty) {
+                continue;
+            }
+        }
+        kept.push(rule);
+    }
+    role.rules = Some(kept);
+    role
+}
+
+fn widget(name: &str, size: u32) -> Widget {
+    Widget::new(name, WidgetSpec { size })
+}
+
+async fn events_for(client: &Client, namespace: &str, name: &str) -> Vec<Event> {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+fn holder(lease: Option<Lease>) -> Option<String> {
+    lease?
+        .spec?
+        .holder_identity
+        .filter(|holder| !holder.is_empty())
+}
+
+#[tokio::test]
+async fn generated_manifests_apply_and_their_rbac_is_all_the_operator_needs() {
+    init_tracing();
+    let env = TestEnv::builder().user("operator").start().await.unwrap();
+    let admin = env.client();
+    namespace(&admin, "ops").await;
+    namespace(&admin, "work").await;
+    let controller = WidgetController::default();
+    let metrics = Metrics::new();
+    let operator = widget_operator(
+        env.user_client("operator").await.unwrap(),
+        controller.clone(),
+        metrics.clone(),
+    );
+    let manifests = operator.manifests(&options()).unwrap();
+
+    let applied = apply_yaml(&admin, &manifests.to_yaml().unwrap()).await;
+    assert_eq!(
+        applied,
+        [
+            format!("CustomResourceDefinition/{WIDGETS}"),
+            format!("ServiceAccount/{OPERATOR}"),
+            format!("ClusterRole/{OPERATOR}"),
+            format!("ClusterRoleBinding/{OPERATOR}"),
+            format!("Deployment/{OPERATOR}"),
+        ]
+    );
+    wait_established(&admin, WIDGETS).await;
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), "ops")
+        .get(OPERATOR)
+        .await
+        .unwrap();
+    let pod = deployment.spec.template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some(OPERATOR));
+    assert_eq!(pod.containers[0].image.as_deref(), Some("img:1"));
+    Api::<ServiceAccount>::namespaced(admin.clone(), "ops")
+        .get(OPERATOR)
+        .await
+        .unwrap();
+
+    // Run as a user that holds nothing but the generated ClusterRole.
+    grant(&env, &manifests, manifests.cluster_role.clone(), "operator").await;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(operator.run_until(stop.clone()));
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), "default");
+    let lease_name = default_lease_name("default", OPERATOR);
+    eventually("the operator to take the Lease", WAIT, || async {
+        holder(leases.get_opt(&lease_name).await.unwrap())
+    })
+    .await;
+
+    let widgets: Api<Widget> = Api::namespaced(admin.clone(), "work");
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), "work");
+    widgets
+        .create(&PostParams::default(), &widget("w1", 3))
+        .await
+        .unwrap();
+    let child = eventually("the ConfigMap child", WAIT, || async {
+        configmaps.get_opt("w1-data").await.unwrap()
+    })
+    .await;
+    assert_eq!(child.data.unwrap()["size"], "3");
+    let live = eventually("the status", WAIT, || async {
+        let w = widgets.get("w1").await.unwrap();
+        w.status.as_ref().and_then(|s| s.size).map(|_| w)
+    })
+    .await;
+    assert_eq!(live.status.unwrap().conditions[0].status, "True");
+    assert!(
+        live.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"e2e.bonny.dev/cleanup".to_owned())
+    );
+    eventually("a Normal Resized event", WAIT, || async {
+        events_for(&admin, "work", "w1")
+            .await
+            .iter()
+            .any(|e| e.type_.as_deref() == Some("Normal") && e.reason.as_deref() == Some("Resized"))
+            .then_some(())
+    })
+    .await;
+
+    widgets
+        .delete("w1", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("cleanup to run and the finalizer to go", WAIT, || async {
+        widgets.get_opt("w1").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert_eq!(controller.counters.cleanups(), 1);
+    let text = metrics.encode();
+    assert!(
+        !text.contains(r#"result="error""#),
+        "no reconcile may fail for want of a permission:\n{text}"
+    );
+
+    stop.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        holder(leases.get_opt(&lease_name).await.unwrap()),
+        None,
+        "the Lease is released on shutdown"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_rule_is_named_with_the_forbidden_request() {
+    init_tracing();
+    let env = TestEnv::builder()
+        .user("no-list")
+        .user("no-configmaps")
+        .start()
+        .await
+        .unwrap();
+    let admin = env.client();
+    env.install_crd(Widget::crd()).await.unwrap();
+    namespace(&admin, "work").await;
+    let manifests = widget_operator(admin.clone(), WidgetController::default(), Metrics::new())
+        .manifests(&options())
+        .unwrap();
+
+    // Without `list` on widgets the operator does not start, and says what to grant where.
+    grant(
+        &env,
+        &manifests,
+        without(&manifests.cluster_role, "widgets", Some("list")),
+        "no-list",
+    )
+    .await;
+    let operator = widget_operator(
+        env.user_client("no-list").await.unwrap(),
+        WidgetController::default(),
+        Metrics::new(),
+    );
+    let err = tokio::time::timeout(WAIT, operator.run_until(CancellationToken::new()))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, bonny::Error::Forbidden { .. }), "{message}");
+    assert!(
+        message.contains("list") && message.contains(WIDGETS) && message.contains("ClusterRole"),
+        "{message}"
+    );
+
+    // Without the ConfigMap rule the operator runs, and each failing reconcile says which
+    // request was forbidden.
+    grant(
+        &env,
+        &manifests,
+        without(&manifests.cluster_role, "configmaps", None),
+        "no-configmaps",
+    )
+    .await;
+    let metrics = Metrics::new();
+    let operator = widget_operator(
+        env.user_client("no-configmaps").await.unwrap(),
+        WidgetController::default(),
+        metrics.clone(),
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(operator.run_until(stop.clone()));
+    Api::<Widget>::namespaced(admin.clone(), "work")
+        .create(&PostParams::default(), &widget("w2", 2))
+        .await
+        .unwrap();
+    let warning = eventually(
+        "a Warning event naming the forbidden request",
+        WAIT,
+        || async {
+            events_for(&admin, "work", "w2")
+                .await
+                .into_iter()
+                .find(|e| e.type_.as_deref() == Some("Warning"))
+        },
+    )
+    .await;
+    let note = warning.note.unwrap_or_default();
+    tracing::info!(reason = ?warning.reason, %note, "warning for a missing ConfigMap rule");
+    assert!(
+        note.contains("configmaps") && note.contains("forbidden") && note.contains("no-configmaps"),
+        "{note}"
+    );
+    assert!(
+        metrics
+            .encode()
+            .contains(r#"controller_runtime_reconcile_errors_total{controller="widget"}"#)
+    );
+    assert!(!task.is_finished());
+    stop.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
