@@ -1,0 +1,43 @@
+//! `cargo bonny`: scaffold [bonny-rs](https://example.invalid/bonny-rs) operators.
+//!
+//! - `cargo bonny new NAME` creates an operator crate whose code compiles and whose test passes
+//!   against a real API server;
+//! - `cargo bonny gen controller KIND` adds a resource and its controller to one;
+//! - `cargo bonny manifests ARGS` prints the operator's deployment manifests.
+//!
+//! Templates are files under `templates/`, compiled in and filled by `{{placeholder}}`
+//! substitution.
+
+mod cli;
+mod error;
+mod generate;
+mod manifests;
+mod names;
+mod new;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cargo, Command, Gen};
+use error::Error;
+
+fn main() -> ExitCode {
+    let Cargo::Bonny(bonny) = Cargo::parse_from(cli::normalize(std::env::args_os()));
+    match run(bonny.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::New(args) => new::new(&args),
+        Command::Gen(Gen::Controller(args)) => generate::controller(&args),
+        Command::Manifests(args) => manifests::manifests(&args),
+    }
+}
