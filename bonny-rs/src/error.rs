@@ -99,7 +99,19 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn from_preflight<K: Object>(err: kube::Error, namespace: Option<&str>) -> Self {
-        let resource = crate::controller::runner::resource_name::<K>();
+        Self::from_preflight_of(
+            err,
+            crate::controller::runner::resource_name::<K>(),
+            namespace,
+        )
+    }
+
+    /// An error of the startup LIST of `resource` (`plural.group`).
+    pub(crate) fn from_preflight_of(
+        err: kube::Error,
+        resource: String,
+        namespace: Option<&str>,
+    ) -> Self {
         match err {
             kube::Error::Api(status) if status.code == 404 => Self::CrdNotInstalled { resource },
             kube::Error::Api(status) if status.code == 403 => Self::Forbidden {

@@ -319,6 +319,7 @@ async fn a_missing_rule_is_named_with_the_forbidden_request() {
     let env = TestEnv::builder()
         .user("no-list")
         .user("no-configmaps")
+        .user("no-patch")
         .start()
         .await
         .unwrap();
@@ -353,8 +354,8 @@ async fn a_missing_rule_is_named_with_the_forbidden_request() {
         "{message}"
     );
 
-    // Without the ConfigMap rule the operator runs, and each failing reconcile says which
-    // request was forbidden.
+    // Without the ConfigMap rule the operator does not start either: the owned kind is
+    // watched, so its missing `list` is named at startup.
     grant(
         &env,
         &manifests,
@@ -362,9 +363,31 @@ async fn a_missing_rule_is_named_with_the_forbidden_request() {
         "no-configmaps",
     )
     .await;
-    let metrics = Metrics::new();
     let operator = widget_operator(
         env.user_client("no-configmaps").await.unwrap(),
+        WidgetController::default(),
+        Metrics::new(),
+    );
+    let err = tokio::time::timeout(WAIT, operator.run_until(CancellationToken::new()))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, bonny::Error::Forbidden { .. }), "{message}");
+    assert!(message.contains("list configmaps"), "{message}");
+
+    // Without `patch` on ConfigMaps the operator runs, and each failing reconcile says which
+    // request was forbidden and where to grant it.
+    grant(
+        &env,
+        &manifests,
+        without(&manifests.cluster_role, "configmaps", Some("patch")),
+        "no-patch",
+    )
+    .await;
+    let metrics = Metrics::new();
+    let operator = widget_operator(
+        env.user_client("no-patch").await.unwrap(),
         WidgetController::default(),
         metrics.clone(),
     );
@@ -388,7 +411,10 @@ async fn a_missing_rule_is_named_with_the_forbidden_request() {
     let note = warning.note.unwrap_or_default();
     tracing::info!(reason = ?warning.reason, %note, "warning for a missing ConfigMap rule");
     assert!(
-        note.contains("configmaps") && note.contains("forbidden") && note.contains("no-configmaps"),
+        note.contains("configmaps")
+            && note.contains("forbidden")
+            && note.contains("no-patch")
+            && note.contains("ClusterRole"),
         "{note}"
     );
     assert!(

@@ -70,6 +70,17 @@ impl<E: StdError + Send + Sync + 'static> From<E> for ReconcileError {
 
 impl fmt::Display for ReconcileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The API server's own words read better than kube's debug dump of its Status.
+        if let Some(kube::Error::Api(status)) = self.source.downcast_ref::<kube::Error>() {
+            write!(f, "{}", status.message)?;
+            if status.code == 403 {
+                write!(
+                    f,
+                    "; grant it in the operator's ClusterRole (see `<your-operator> manifests`)"
+                )?;
+            }
+            return Ok(());
+        }
         write!(f, "{}", self.source)?;
         let mut cause = self.source.source();
         while let Some(err) = cause {

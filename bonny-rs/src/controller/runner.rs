@@ -113,6 +113,25 @@ impl<C: Controller> Registration for Registered<C> {
                         namespace.as_deref(),
                     ));
                 }
+                // Owned kinds are watched too: a missing permission is named now, not retried
+                // forever by a watch in the background.
+                for owned in self.config.owned_kinds() {
+                    let resource = owned.api_resource();
+                    let api: Api<kube::api::DynamicObject> = match namespace.as_deref() {
+                        Some(namespace) => {
+                            Api::namespaced_with(client.clone(), namespace, resource)
+                        }
+                        None => Api::all_with(client.clone(), resource),
+                    };
+                    if let Err(err) = api.list_metadata(&ListParams::default().limit(1)).await {
+                        let name = if resource.group.is_empty() {
+                            resource.plural.clone()
+                        } else {
+                            format!("{}.{}", resource.plural, resource.group)
+                        };
+                        return Err(Error::from_preflight_of(err, name, namespace.as_deref()));
+                    }
+                }
             }
             Ok(())
         })
@@ -439,8 +458,8 @@ mod tests {
 
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use http_body_util::BodyExt;
     use http::{Request, Response, StatusCode};
+    use http_body_util::BodyExt;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::{CustomResource, api::ObjectMeta, client::Body};
     use schemars::JsonSchema;

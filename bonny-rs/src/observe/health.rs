@@ -9,6 +9,8 @@ type Check = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 #[derive(Default)]
 struct Inner {
+    /// Set once the operator has started its controllers or its leader election.
+    started: bool,
     /// Cache sync state per running controller watch; empty while no controller runs.
     caches: BTreeMap<String, bool>,
     liveness: Vec<Check>,
@@ -19,6 +21,8 @@ struct Inner {
 ///
 /// ```
 /// let health = bonny::observe::Health::default();
+/// assert!(health.ready().is_err());
+/// health.mark_started();
 /// assert!(health.ready().is_ok());
 /// health.cache_started("widget");
 /// assert!(health.ready().is_err());
@@ -49,6 +53,12 @@ impl Health {
         check: impl Fn() -> Result<(), String> + Send + Sync + 'static,
     ) {
         self.lock().liveness.push(Box::new(check));
+    }
+
+    /// The operator is up: controllers started, or standing by for the Lease. Until then
+    /// `/readyz` fails.
+    pub fn mark_started(&self) {
+        self.lock().started = true;
     }
 
     /// A controller watch started: not ready until [`Health::cache_synced`].
@@ -82,6 +92,9 @@ impl Health {
     /// Names the controller watches still syncing.
     pub fn ready(&self) -> Result<(), String> {
         let inner = self.lock();
+        if !inner.started {
+            return Err("the operator is starting".to_owned());
+        }
         let pending: Vec<&str> = inner
             .caches
             .iter()

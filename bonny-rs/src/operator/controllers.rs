@@ -63,6 +63,7 @@ impl ControllerSet {
         for registration in self.registrations.iter() {
             registration.spawn(&self.runtime, &stop, &mut tasks);
         }
+        self.runtime.health.mark_started();
         tracing::info!(
             controllers = self.registrations.len(),
             "controllers started"

@@ -209,6 +209,8 @@ impl Operator {
                 Ok(())
             }
             Some(elector) => {
+                // A standby is ready: it serves nothing that needs a cache.
+                self.health.mark_started();
                 let status = elector.status();
                 let deadline = elector.renew_deadline() + LIVENESS_GRACE;
                 self.health.add_liveness_check(move || {
