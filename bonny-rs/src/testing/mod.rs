@@ -27,6 +27,7 @@ mod kubeconfig;
 mod metrics;
 mod process;
 mod proxy;
+mod wait;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -43,6 +44,7 @@ use kubeconfig::Credentials;
 
 pub use error::{BoxError, Error};
 pub use proxy::Proxy;
+pub use wait::eventually;
 
 /// The admin user's name; it is in `system:masters`.
 const ADMIN: &str = "admin";
