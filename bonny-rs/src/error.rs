@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use crate::controller::Object;
 
 /// Why the operator could not start or had to stop.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the same sentence as `Display`, so `fn main() -> Result<(), bonny::Error>`
+/// ends with a message a person can act on.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The builder or the environment holds a setting that cannot work.
@@ -95,6 +98,12 @@ pub enum Error {
         #[source]
         source: kube::core::crd::MergeError,
     },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl Error {
