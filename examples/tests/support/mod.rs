@@ -1,0 +1,97 @@
+//! What the example tests share: running an operator in-process, polling with a deadline.
+// Each test binary compiles this module and uses a different part of it.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::{future::Future, time::Duration};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+};
+use tokio_util::sync::CancellationToken;
+
+/// How long any one expectation may take to come true.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Poll `probe` every 100 ms until it yields `Some`, or panic naming `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An operator running in this process until [`Running::stop`].
+pub struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), bonny::Error>>,
+}
+
+impl Running {
+    /// Runs the example's operator against the test's API server: its controllers and
+    /// settings as shipped, but with the test's client, without leader election (one replica)
+    /// and without the HTTP server (tests run in parallel).
+    pub fn start(builder: bonny::OperatorBuilder, client: Client) -> Self {
+        let operator = builder
+            .client(client)
+            .leader_election(false)
+            .without_http()
+            .shutdown_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(operator.run_until(stop.clone()));
+        Self { stop, task }
+    }
+
+    /// Stops the operator and checks it ended without an error.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the operator to stop in time")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Creates namespace `name`.
+pub async fn create_namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+}
+
+/// Logs to the test output (`RUST_LOG` filters; by default `info`, without the client's
+/// complaints while the API server starts), once per process.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
+            }),
+        )
+        .with_test_writer()
+        .try_init();
+}
