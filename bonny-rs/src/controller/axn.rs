@@ -164,8 +164,12 @@ impl<K: Object> Axn<K> {
         Ok(self)
     }
 
-    /// Set the status to write to the status subresource after the reconcile (fields are
-    /// merged into the current status; nothing is written when they already match).
+    /// Set the status to write to the status subresource after the reconcile; nothing is
+    /// written when the live status already holds it.
+    ///
+    /// The status is merged into the live one (a JSON merge patch): a field left out keeps
+    /// its old value, a field serialized as `null` is removed, and a list is replaced whole.
+    /// Start from the live status (`axn.object().status`) to keep what you don't change.
     ///
     /// # Errors
     /// When the status cannot be serialized to a JSON object.

@@ -105,7 +105,7 @@ impl<C: Controller> Registration for Registered<C> {
         namespaces: &'a Namespaces,
     ) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>> {
         Box::pin(async move {
-            for namespace in namespaces.scopes() {
+            for namespace in scopes::<C::Resource>(namespaces) {
                 let api = api_for::<C::Resource>(client.clone(), namespace.as_deref());
                 if let Err(err) = api.list_metadata(&ListParams::default().limit(1)).await {
                     return Err(Error::from_preflight::<C::Resource>(
@@ -138,7 +138,7 @@ impl<C: Controller> Registration for Registered<C> {
     }
 
     fn spawn(&self, runtime: &RunContext, shutdown: &CancellationToken, tasks: &mut JoinSet<()>) {
-        for namespace in runtime.namespaces.scopes() {
+        for namespace in scopes::<C::Resource>(&runtime.namespaces) {
             let api = api_for::<C::Resource>(runtime.client.clone(), namespace.as_deref());
             let mut kube_controller =
                 KubeController::new(api, watcher::Config::default().any_semantic()).with_config(
@@ -236,6 +236,16 @@ impl<C: Controller> Registration for Registered<C> {
 
     fn namespaced(&self) -> bool {
         <<C::Resource as Resource>::Scope as Scope>::NAMESPACED
+    }
+}
+
+/// One watch per watched namespace for namespaced resources; one cluster-wide watch for
+/// cluster-scoped ones, whatever namespaces are listed.
+fn scopes<K: Object>(namespaces: &Namespaces) -> Vec<Option<String>> {
+    if <<K as Resource>::Scope as Scope>::NAMESPACED {
+        namespaces.scopes()
+    } else {
+        vec![None]
     }
 }
 

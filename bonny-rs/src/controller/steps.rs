@@ -212,9 +212,13 @@ fn object_api<K: Object>(axn: &Axn<K>) -> Api<K> {
 /// keys (defaults, other managers' fields); lists must have the same length, element by element.
 pub(crate) fn contains(live: &Value, desired: &Value) -> bool {
     match (live, desired) {
-        (Value::Object(live), Value::Object(desired)) => desired.iter().all(|(key, want)| {
-            live.get(key).is_some_and(|have| contains(have, want)) || want.is_null()
-        }),
+        (Value::Object(live), Value::Object(desired)) => {
+            desired.iter().all(|(key, want)| match live.get(key) {
+                // `null` asks for the field to be gone.
+                None => want.is_null(),
+                Some(have) => contains(have, want),
+            })
+        }
         (Value::Array(live), Value::Array(desired)) => {
             live.len() == desired.len()
                 && live
@@ -265,5 +269,7 @@ mod tests {
     #[test]
     fn contains_treats_null_as_absent() {
         assert!(contains(&json!({"a": 1}), &json!({"b": null})));
+        assert!(contains(&json!({"a": 1, "b": null}), &json!({"b": null})));
+        assert!(!contains(&json!({"a": 1, "b": 2}), &json!({"b": null})));
     }
 }
