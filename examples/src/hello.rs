@@ -55,7 +55,9 @@ impl Reconcile<Greeting> for GreetingController {
     async fn apply(&self, axn: &mut Axn<Greeting>) -> Result<Action, ReconcileError> {
         let greeting = axn.object().clone();
         if greeting.spec.name.trim().is_empty() {
-            return Err(ReconcileError::invalid_spec("spec.name is empty: say whom to greet"));
+            return Err(ReconcileError::invalid_spec(
+                "spec.name is empty: say whom to greet",
+            ));
         }
         let message = format!("{}, {}!", greeting.spec.salutation, greeting.spec.name);
         axn.register_descendant(ConfigMap {

@@ -2,7 +2,7 @@
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::{future::Future, time::Duration};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
@@ -14,24 +14,7 @@ use tokio_util::sync::CancellationToken;
 /// How long any one expectation may take to come true.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// Poll `probe` every 100 ms until it yields `Some`, or panic naming `what` after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub use bonny::testing::eventually;
 
 /// An operator running in this process until [`Running::stop`].
 pub struct Running {
