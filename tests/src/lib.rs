@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod widget;
+pub mod witness;
 
 use std::{collections::BTreeMap, future::Future, time::Duration};
 
