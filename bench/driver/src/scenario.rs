@@ -1,0 +1,321 @@
+//! One peer through the scenario, on a fresh control plane: start, reconcile N new widgets,
+//! a steady-state window in which every widget is touched once, delete them all.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use bonny::testing::TestEnv;
+use bonny_e2e::widget::{Widget, WidgetSpec};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::{
+    Api, Client, CustomResourceExt, ResourceExt,
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+};
+
+use crate::{
+    BoxError,
+    peer::{Peer, Process, Sampler, Usage, ticks_per_second},
+    requests::{Counts, Ledger, Mark},
+};
+
+const NAMESPACE: &str = "bench";
+const FINALIZER: &str = "e2e.bonny.dev/cleanup";
+const POLL: Duration = Duration::from_millis(200);
+
+/// The knobs of a run.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Widgets created at once.
+    pub n: usize,
+    /// The steady-state window.
+    pub window: Duration,
+    /// How long reconciling (or deleting) all widgets may take before the peer fails.
+    pub deadline: Duration,
+    /// Requests the driver has in flight while creating or touching widgets.
+    pub concurrency: usize,
+}
+
+/// What one peer cost.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Process start until a first widget was reconciled.
+    pub startup: Duration,
+    /// First create until all N widgets have their ConfigMap and status.
+    pub reconcile: Duration,
+    /// Delete until all N widgets are gone (finalizer removed).
+    pub deletion: Duration,
+    /// Peer writes from the first create until the writes stopped.
+    pub create: Counts,
+    /// Peer requests during the steady-state window.
+    pub steady: Counts,
+    /// Peer requests over the whole run.
+    pub total: Counts,
+    /// Peak RSS (`VmHWM`).
+    pub peak_rss_kib: u64,
+    /// RSS at the end of the steady-state window.
+    pub steady_rss_kib: u64,
+    /// CPU time over the whole run.
+    pub cpu: Duration,
+}
+
+/// Runs `peer` (its binary at `binary`) through the scenario on a new control plane.
+pub async fn run(
+    peer: Peer,
+    binary: &Path,
+    settings: &Settings,
+    logs: &Path,
+) -> Result<Outcome, BoxError> {
+    let env = TestEnv::start().await?;
+    env.install_crd(Widget::crd()).await?;
+    let client = env.client();
+    create_namespace(&client).await?;
+    let ledger = Ledger::default();
+    let cluster = Cluster {
+        widgets: Api::namespaced(client.clone(), NAMESPACE),
+        configmaps: Api::namespaced(client, NAMESPACE),
+        ledger: ledger.clone(),
+    };
+    let ticks = ticks_per_second();
+
+    // Startup: from the process start until a widget that was there before is reconciled
+    // (caches synced, watches open).
+    cluster.create(&["warmup".to_owned()], 1).await?;
+    let m0 = Mark::take(&env, &ledger).await?;
+    let started = Instant::now();
+    let mut process = Process::spawn(
+        binary,
+        env.kubeconfig_path(),
+        &logs.join(format!("{}.log", peer.label())),
+    )?;
+    let pid = process.pid();
+    let sampler = Sampler::start(pid);
+    cluster
+        .wait_until(&mut process, settings.deadline, "the warmup widget", |s| {
+            s.reconciled == 1
+        })
+        .await?;
+    let startup = started.elapsed();
+    let m1 = cluster.settle(&env, &mut process).await?;
+
+    // Reconcile N new widgets.
+    let names: Vec<String> = (0..settings.n).map(|i| format!("w-{i:05}")).collect();
+    let begun = Instant::now();
+    cluster.create(&names, settings.concurrency).await?;
+    let want = settings.n + 1;
+    cluster
+        .wait_until(
+            &mut process,
+            settings.deadline,
+            "all widgets reconciled",
+            |s| s.reconciled == want,
+        )
+        .await?;
+    let reconcile = begun.elapsed();
+    let m2 = cluster.settle(&env, &mut process).await?;
+
+    // Steady state: touch each widget's label once, spread over the first half of the
+    // window, so that each gets one reconcile that has nothing to change.
+    let window_start = tokio::time::Instant::now();
+    let spread = settings.window / 2;
+    stream::iter(names.iter().enumerate())
+        .map(|(i, name)| {
+            let at = window_start + spread.mul_f64(i as f64 / settings.n.max(1) as f64);
+            let cluster = &cluster;
+            async move {
+                tokio::time::sleep_until(at).await;
+                cluster.touch(name).await
+            }
+        })
+        .buffer_unordered(settings.concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    tokio::time::sleep_until(window_start + settings.window).await;
+    process.check_alive()?;
+    let m3 = Mark::take(&env, &ledger).await?;
+    let steady_rss_kib = Usage::read(pid, ticks).unwrap_or_default().rss_kib;
+
+    // Delete them all.
+    let begun = Instant::now();
+    cluster.delete_all().await?;
+    cluster
+        .wait_until(
+            &mut process,
+            settings.deadline,
+            "all widgets deleted",
+            |s| s.widgets == 0,
+        )
+        .await?;
+    let deletion = begun.elapsed();
+    let m4 = cluster.settle(&env, &mut process).await?;
+    let end = Usage::read(pid, ticks).ok_or("the peer is gone")?;
+    drop(process);
+
+    Ok(Outcome {
+        startup,
+        reconcile,
+        deletion,
+        create: m2.peer_since(&m1),
+        steady: m3.peer_since(&m2),
+        total: m4.peer_since(&m0),
+        peak_rss_kib: end.hwm_kib.max(sampler.latest().hwm_kib),
+        steady_rss_kib,
+        cpu: end.cpu,
+    })
+}
+
+async fn create_namespace(client: &Client) -> Result<(), BoxError> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(NAMESPACE.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    Ok(())
+}
+
+/// The driver's view of the namespace, counting its own requests.
+struct Cluster {
+    widgets: Api<Widget>,
+    configmaps: Api<ConfigMap>,
+    ledger: Ledger,
+}
+
+/// What a poll saw.
+struct State {
+    widgets: usize,
+    reconciled: usize,
+}
+
+impl Cluster {
+    async fn create(&self, names: &[String], concurrency: usize) -> Result<(), BoxError> {
+        stream::iter(names.iter().enumerate())
+            .map(|(i, name)| async move {
+                // 1..=12: never the controller's unlucky 13 or its invalid sizes.
+                let size = 1 + (i % 12) as u32;
+                let widget = Widget::new(name, WidgetSpec { size });
+                self.ledger.record("POST", "widgets", 1);
+                self.widgets.create(&PostParams::default(), &widget).await
+            })
+            .buffer_unordered(concurrency.max(1))
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn touch(&self, name: &str) -> Result<(), BoxError> {
+        let patch = serde_json::json!({ "metadata": { "labels": { "bench-touched": "yes" } } });
+        self.ledger.record("PATCH", "widgets", 1);
+        self.widgets
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_all(&self) -> Result<(), BoxError> {
+        // The API server counts a delete of a collection under the verb DELETE.
+        self.ledger.record("DELETE", "widgets", 1);
+        self.widgets
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await?;
+        Ok(())
+    }
+
+    async fn poll(&self) -> Result<State, BoxError> {
+        self.ledger.record("LIST", "widgets", 1);
+        let widgets = self.widgets.list(&ListParams::default()).await?.items;
+        self.ledger.record("LIST", "configmaps", 1);
+        let configmaps: BTreeMap<String, ConfigMap> = self
+            .configmaps
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .map(|cm| (cm.name_any(), cm))
+            .collect();
+        let reconciled = widgets
+            .iter()
+            .filter(|w| is_reconciled(w, &configmaps))
+            .count();
+        Ok(State {
+            widgets: widgets.len(),
+            reconciled,
+        })
+    }
+
+    async fn wait_until(
+        &self,
+        process: &mut Process,
+        deadline: Duration,
+        what: &str,
+        done: impl Fn(&State) -> bool,
+    ) -> Result<(), BoxError> {
+        let until = Instant::now() + deadline;
+        loop {
+            process.check_alive()?;
+            let state = self.poll().await?;
+            if done(&state) {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(format!(
+                    "timed out after {deadline:?} waiting for {what}: {} widgets, {} reconciled; {}",
+                    state.widgets,
+                    state.reconciled,
+                    process.log_tail()
+                )
+                .into());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until the peer has stopped writing (no writes for 2 s, at most 30 s), so that
+    /// late writes are charged to the phase that caused them, and returns the last mark.
+    /// (Marks are taken 500 ms apart: the API server counts a `/metrics` scrape only after
+    /// answering it, so a scrape right after another might not see it yet.)
+    async fn settle(&self, env: &TestEnv, process: &mut Process) -> Result<Mark, BoxError> {
+        let until = Instant::now() + Duration::from_secs(30);
+        let mut last = Mark::take(env, &self.ledger).await?;
+        let mut quiet_since = Instant::now();
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            process.check_alive()?;
+            let now = Mark::take(env, &self.ledger).await?;
+            if now.peer_since(&last).peer_writes() > 0 {
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= Duration::from_secs(2) {
+                return Ok(now);
+            }
+            last = now;
+        }
+        Ok(last)
+    }
+}
+
+/// The widget has the finalizer, a Ready status with its size, and its ConfigMap holds the
+/// size.
+fn is_reconciled(widget: &Widget, configmaps: &BTreeMap<String, ConfigMap>) -> bool {
+    let size = widget.spec.size;
+    let status_ok = widget.status.as_ref().is_some_and(|status| {
+        status.size == Some(size)
+            && status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    });
+    let configmap_ok = configmaps
+        .get(&format!("{}-data", widget.name_any()))
+        .and_then(|cm| cm.data.as_ref())
+        .and_then(|data| data.get("size"))
+        .is_some_and(|s| *s == size.to_string());
+    status_ok && configmap_ok && widget.finalizers().iter().any(|f| f == FINALIZER)
+}
