@@ -5,30 +5,20 @@
 pub mod widget;
 pub mod witness;
 
-use std::{collections::BTreeMap, future::Future, time::Duration};
+use std::collections::BTreeMap;
 
-/// Poll `probe` every 100 ms until it yields `Some`, or panic naming `what` after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub use bonny::testing::eventually;
 
 /// `apiserver_request_total` summed by (verb, resource) from the API server's metrics text.
 pub fn request_totals(metrics: &str) -> BTreeMap<(String, String), u64> {
     let mut totals = BTreeMap::new();
     for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else { continue };
-        let Some((labels, value)) = rest.rsplit_once("} ") else { continue };
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
         let label = |name: &str| {
             labels
                 .split("\",")
@@ -37,7 +27,9 @@ pub fn request_totals(metrics: &str) -> BTreeMap<(String, String), u64> {
                 .unwrap_or_default()
         };
         let count: f64 = value.trim().parse().unwrap_or(0.0);
-        *totals.entry((label("verb"), label("resource"))).or_insert(0) += count as u64;
+        *totals
+            .entry((label("verb"), label("resource")))
+            .or_insert(0) += count as u64;
     }
     totals
 }
@@ -47,7 +39,8 @@ pub fn writes_to(metrics: &str, resources: &[&str]) -> u64 {
     request_totals(metrics)
         .into_iter()
         .filter(|((verb, resource), _)| {
-            !matches!(verb.as_str(), "GET" | "LIST" | "WATCH") && resources.contains(&resource.as_str())
+            !matches!(verb.as_str(), "GET" | "LIST" | "WATCH")
+                && resources.contains(&resource.as_str())
         })
         .map(|(_, count)| count)
         .sum()
