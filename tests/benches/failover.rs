@@ -260,9 +260,11 @@ impl Cluster {
     }
 }
 
-/// A pseudo-random offset within one retry period (500 ms).
+/// A random offset within one retry period (500 ms), from std's randomly keyed hasher.
 fn renewal_phase() -> Duration {
-    Duration::from_nanos(u64::from(monotonic_now().subsec_nanos()) % 500_000_000)
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(monotonic_now());
+    Duration::from_nanos(random % 500_000_000)
 }
 
 /// Waits until the replica logging to `log` has read the Lease and stands by behind `holder`.

@@ -728,7 +728,10 @@ async fn wall_clocks_minutes_apart_never_make_two_leaders() {
     }
 
     // A leader whose clock is 10 minutes fast: its renewTime looks valid for 10 more minutes,
-    // so a wall-clock elector would not take over after it dies.
+    // so a wall-clock elector would not take over after it dies. (Every replica has read the
+    // Lease first: a SIGTERM before the signal handler is installed kills with status 15.)
+    let leader = election.leader(PATIENCE).await;
+    election.all_standing_by(&leader).await;
     for name in ["le-a", "le-slow"] {
         let (_, status) = election.terminate(name).await;
         assert!(status.success(), "{name} exited with {status}");
