@@ -78,6 +78,19 @@ impl Elector {
         self.runner.renew_deadline
     }
 
+    /// How long a standby waits after the last change it saw before taking the Lease.
+    pub fn lease_duration(&self) -> Duration {
+        self.runner.lease_duration
+    }
+
+    /// How long closing the gate may take without a standby starting its controllers first:
+    /// a leader closes once `renew_deadline` passed since its last renewal, and no standby
+    /// takes over before `lease_duration` passed since seeing it. The half of that margin
+    /// leaves room for clocks running at different rates and for the close itself.
+    pub fn close_budget(&self) -> Duration {
+        self.lease_duration().saturating_sub(self.renew_deadline()) / 2
+    }
+
     /// Stands for election until `shutdown` is cancelled, opening `gate` while leading.
     ///
     /// The gate is opened only after a successful write of the Lease and closed (awaited)
@@ -345,7 +358,7 @@ impl<S: LeaseStore> Runner<S> {
                         }
                         None => watch = None,
                     }
-                    if matches!(self.decision(), Decision::Standby { .. }) {
+                    if matches!(self.decision(false), Decision::Standby { .. }) {
                         continue;
                     }
                     false
@@ -359,7 +372,7 @@ impl<S: LeaseStore> Runner<S> {
                 }
             }
             let started = Instant::now();
-            let written = match self.decision() {
+            let written = match self.decision(false) {
                 Decision::Standby { .. } => {
                     if watch.is_none() {
                         watch = self.start_watch().await;
@@ -478,8 +491,12 @@ impl<S: LeaseStore> Runner<S> {
             return Renewal::Failed(error);
         }
         self.fresh = false;
-        match self.decision() {
+        match self.decision(true) {
             Decision::Renew => {}
+            Decision::Standby { holder, .. } if holder.is_empty() => {
+                warn!(lease = %self.name, "lost leadership: someone else emptied the lease");
+                return Renewal::Lost;
+            }
             Decision::Standby { holder, .. } => {
                 warn!(lease = %self.name, %holder, "lost leadership: another replica holds the lease");
                 return Renewal::Lost;
@@ -557,18 +574,20 @@ impl<S: LeaseStore> Runner<S> {
         }
     }
 
-    fn decision(&self) -> Decision {
+    /// What to do now; `leading` says whether our controllers run.
+    fn decision(&self, leading: bool) -> Decision {
         record::decide(
             &self.observation,
             &self.identity,
             self.lease_duration,
             Instant::now(),
+            leading,
         )
     }
 
     /// When the Lease held by someone else expires by our observation.
     fn expiry(&self) -> Option<Instant> {
-        match self.decision() {
+        match self.decision(false) {
             Decision::Standby { expires_in, .. } => Some(Instant::now() + expires_in),
             _ => None,
         }

@@ -72,6 +72,13 @@ impl LeaseRecord {
         self.holder.as_deref() == Some(identity)
     }
 
+    /// Whether this is a leader's release: no holder and a one-second duration, written only
+    /// after the leader stopped its controllers. Any other free Lease (an emptied spec, an
+    /// edit by a person or a tool) may still have a leader running that has not seen it yet.
+    pub(crate) fn is_release(&self) -> bool {
+        self.holder.is_none() && self.lease_duration == Some(RELEASED_DURATION)
+    }
+
     /// Whether two reads show the same Lease. Any write makes a new `resourceVersion`, so a
     /// renewal is seen as a change even if it restored an older spec; the spec is compared
     /// too for servers (or fakes) that omit the version. An edit of labels also counts as a
@@ -82,10 +89,15 @@ impl LeaseRecord {
     }
 }
 
+/// The `leaseDurationSeconds` a release writes.
+const RELEASED_DURATION: Duration = Duration::from_secs(1);
+
 /// The Lease content last seen, and the local monotonic instant it was first seen.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Observation {
     current: Option<Observed>,
+    /// When a Lease we had seen was found gone: its holder may still be running.
+    gone_since: Option<Instant>,
 }
 
 #[derive(Clone, Debug)]
@@ -106,9 +118,16 @@ impl Observation {
             }
             (Some(record), _) => {
                 self.current = Some(Observed { record, since: now });
+                self.gone_since = None;
                 true
             }
-            (None, current) => current.take().is_some(),
+            (None, current) => {
+                let vanished = current.take().is_some();
+                if vanished {
+                    self.gone_since = Some(now);
+                }
+                vanished
+            }
         }
     }
 
@@ -145,28 +164,46 @@ pub(crate) enum Decision {
     },
 }
 
-/// Decides what `identity` should do at the local monotonic instant `now`.
+/// Decides what `identity` should do at the local monotonic instant `now`; `leading` says
+/// whether it runs its controllers now.
 ///
-/// A Lease held by someone else expires `leaseDurationSeconds` after we first saw its
-/// current content; `fallback_duration` (our own `lease_duration`) applies when the Lease
-/// carries no valid duration.
+/// A Lease expires `leaseDurationSeconds` after we first saw its current content;
+/// `fallback_duration` (our own `lease_duration`) applies when the Lease carries no valid
+/// duration. Only a leader's release ([`LeaseRecord::is_release`]) is free at once. A Lease
+/// that names us while we do not lead (a previous run of ours, or a hand-over by someone
+/// else), a free Lease that is not a release, and a Lease that vanished are all waited out
+/// like anyone else's: whoever led before may not have noticed yet, and only a full lease
+/// duration proves it stopped.
 pub(crate) fn decide(
     observation: &Observation,
     identity: &str,
     fallback_duration: Duration,
     now: Instant,
+    leading: bool,
 ) -> Decision {
     let Some(seen) = &observation.current else {
+        if let Some(gone) = observation.gone_since
+            && !leading
+            && now < gone + fallback_duration
+        {
+            return Decision::Standby {
+                holder: String::new(),
+                expires_in: gone + fallback_duration - now,
+            };
+        }
         return Decision::Create;
     };
     let record = &seen.record;
     match record.holder.as_deref() {
-        Some(holder) if holder == identity => Decision::Renew,
-        Some(holder) => {
+        Some(holder) if holder == identity && leading => Decision::Renew,
+        None if record.is_release() => Decision::Acquire {
+            transitions: next_transitions(record, identity),
+        },
+        holder => {
             let expires_at = seen.since + record.lease_duration.unwrap_or(fallback_duration);
             if now < expires_at {
                 Decision::Standby {
-                    holder: holder.to_owned(),
+                    holder: holder.unwrap_or_default().to_owned(),
                     expires_in: expires_at - now,
                 }
             } else {
@@ -175,9 +212,6 @@ pub(crate) fn decide(
                 }
             }
         }
-        None => Decision::Acquire {
-            transitions: next_transitions(record, identity),
-        },
     }
 }
 
@@ -466,37 +500,137 @@ mod tests {
     fn missing_lease_means_create() {
         let observation = Observation::default();
         assert_eq!(
-            decide(&observation, ME, FALLBACK, Instant::now()),
+            decide(&observation, ME, FALLBACK, Instant::now(), false),
             Decision::Create
         );
     }
 
     #[test]
-    fn free_lease_is_acquired_at_once() {
+    fn only_a_release_is_free_at_once() {
         let now = Instant::now();
+        let released = record(json!({ "leaseDurationSeconds": 1, "leaseTransitions": 4 }));
+        assert!(released.is_release());
+        let observation = observed(released, now);
+        assert_eq!(
+            decide(&observation, ME, FALLBACK, now, false),
+            Decision::Acquire { transitions: 5 }
+        );
+    }
+
+    #[test]
+    fn a_free_lease_that_is_not_a_release_is_waited_out() {
+        // An emptied spec or a holder removed by hand: the leader may not have noticed yet.
+        let t0 = Instant::now();
         for spec in [
             json!({}),
             json!({ "holderIdentity": "", "leaseTransitions": 4 }),
+            json!({ "holderIdentity": "", "leaseDurationSeconds": 15 }),
         ] {
-            let observation = observed(record(spec.clone()), now);
+            let observation = observed(record(spec.clone()), t0);
+            assert_eq!(
+                decide(
+                    &observation,
+                    ME,
+                    FALLBACK,
+                    t0 + Duration::from_secs(14),
+                    false
+                ),
+                Decision::Standby {
+                    holder: String::new(),
+                    expires_in: Duration::from_secs(1)
+                },
+                "{spec}"
+            );
             let expected = spec["leaseTransitions"].as_i64().unwrap_or(0) as i32 + 1;
             assert_eq!(
-                decide(&observation, ME, FALLBACK, now),
+                decide(&observation, ME, FALLBACK, t0 + FALLBACK, false),
                 Decision::Acquire {
                     transitions: expected
-                }
+                },
+                "{spec}"
             );
         }
+    }
+
+    #[test]
+    fn a_vanished_lease_is_waited_out_before_it_is_created_again() {
+        let t0 = Instant::now();
+        let mut observation = observed(held("other", "2024-05-01T10:00:00Z"), t0);
+        let t1 = t0 + Duration::from_secs(5);
+        assert!(observation.observe(None, t1));
+        assert_eq!(
+            decide(
+                &observation,
+                ME,
+                FALLBACK,
+                t1 + Duration::from_secs(14),
+                false
+            ),
+            Decision::Standby {
+                holder: String::new(),
+                expires_in: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(
+            decide(&observation, ME, FALLBACK, t1 + FALLBACK, false),
+            Decision::Create
+        );
+        // Reading it gone again does not restart the wait.
+        assert!(!observation.observe(None, t1 + Duration::from_secs(10)));
+        assert_eq!(
+            decide(&observation, ME, FALLBACK, t1 + FALLBACK, false),
+            Decision::Create
+        );
+        // A leader whose Lease vanished steps down: Create is not Renew.
+        assert_eq!(
+            decide(&observation, ME, FALLBACK, t1, true),
+            Decision::Create
+        );
     }
 
     #[test]
     fn own_lease_is_renewed_even_when_stale() {
         let now = Instant::now();
         let observation = observed(held(ME, "2000-01-01T00:00:00Z"), now);
-        assert_eq!(decide(&observation, ME, FALLBACK, now), Decision::Renew);
         assert_eq!(
-            decide(&observation, ME, FALLBACK, now + Duration::from_secs(3600)),
+            decide(&observation, ME, FALLBACK, now, true),
             Decision::Renew
+        );
+        assert_eq!(
+            decide(
+                &observation,
+                ME,
+                FALLBACK,
+                now + Duration::from_secs(3600),
+                true
+            ),
+            Decision::Renew
+        );
+    }
+
+    #[test]
+    fn a_lease_naming_us_while_we_stand_by_is_waited_out() {
+        // Written by an earlier run of ours, or handed to us by someone else while another
+        // replica still leads: only a full lease duration proves nobody runs controllers.
+        let t0 = Instant::now();
+        let observation = observed(held(ME, "2024-05-01T10:00:00Z"), t0);
+        assert_eq!(
+            decide(
+                &observation,
+                ME,
+                FALLBACK,
+                t0 + Duration::from_secs(14),
+                false
+            ),
+            Decision::Standby {
+                holder: ME.into(),
+                expires_in: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(
+            decide(&observation, ME, FALLBACK, t0 + FALLBACK, false),
+            Decision::Acquire { transitions: 3 },
+            "taking back our own Lease is no transition"
         );
     }
 
@@ -506,7 +640,13 @@ mod tests {
         // A renewTime far in the past (a skewed or stuck clock) does not make it expired...
         let observation = observed(held("other", "1999-01-01T00:00:00Z"), t0);
         assert_eq!(
-            decide(&observation, ME, FALLBACK, t0 + Duration::from_secs(14)),
+            decide(
+                &observation,
+                ME,
+                FALLBACK,
+                t0 + Duration::from_secs(14),
+                false
+            ),
             Decision::Standby {
                 holder: "other".into(),
                 expires_in: Duration::from_secs(1)
@@ -514,13 +654,25 @@ mod tests {
         );
         // ...only the local monotonic time since the content was first seen does.
         assert_eq!(
-            decide(&observation, ME, FALLBACK, t0 + Duration::from_secs(15)),
+            decide(
+                &observation,
+                ME,
+                FALLBACK,
+                t0 + Duration::from_secs(15),
+                false
+            ),
             Decision::Acquire { transitions: 4 }
         );
         // And a renewTime far in the future does not keep it alive.
         let observation = observed(held("other", "2999-01-01T00:00:00Z"), t0);
         assert_eq!(
-            decide(&observation, ME, FALLBACK, t0 + Duration::from_secs(16)),
+            decide(
+                &observation,
+                ME,
+                FALLBACK,
+                t0 + Duration::from_secs(16),
+                false
+            ),
             Decision::Acquire { transitions: 4 }
         );
     }
@@ -531,17 +683,29 @@ mod tests {
         let short = record(json!({ "holderIdentity": "other", "leaseDurationSeconds": 3 }));
         let observation = observed(short, t0);
         assert!(matches!(
-            decide(&observation, ME, FALLBACK, t0 + Duration::from_secs(3)),
+            decide(
+                &observation,
+                ME,
+                FALLBACK,
+                t0 + Duration::from_secs(3),
+                false
+            ),
             Decision::Acquire { .. }
         ));
         let broken = record(json!({ "holderIdentity": "other", "leaseDurationSeconds": -1 }));
         let observation = observed(broken, t0);
         assert!(matches!(
-            decide(&observation, ME, FALLBACK, t0 + Duration::from_secs(14)),
+            decide(
+                &observation,
+                ME,
+                FALLBACK,
+                t0 + Duration::from_secs(14),
+                false
+            ),
             Decision::Standby { .. }
         ));
         assert!(matches!(
-            decide(&observation, ME, FALLBACK, t0 + FALLBACK),
+            decide(&observation, ME, FALLBACK, t0 + FALLBACK, false),
             Decision::Acquire { .. }
         ));
     }
@@ -557,13 +721,13 @@ mod tests {
         // Expired by then, had it not been renewed...
         let t2 = t0 + Duration::from_secs(15);
         assert!(matches!(
-            decide(&observation, ME, FALLBACK, t2),
+            decide(&observation, ME, FALLBACK, t2, false),
             Decision::Acquire { .. }
         ));
         // ...but a renewal observed at t1 pushes expiry to t1 + 15 s.
         assert!(observation.observe(Some(held("other", "2024-05-01T10:00:02.000000Z")), t1));
         assert_eq!(
-            decide(&observation, ME, FALLBACK, t2),
+            decide(&observation, ME, FALLBACK, t2, false),
             Decision::Standby {
                 holder: "other".into(),
                 expires_in: Duration::from_secs(10)
@@ -575,9 +739,16 @@ mod tests {
         aba["metadata"]["resourceVersion"] = json!("9");
         assert!(observation.observe(Some(LeaseRecord::parse(aba)), t3));
         assert_eq!(observation.since(), Some(t3));
-        // A deletion forgets everything.
+        // A deletion is waited out like an expiry.
         assert!(observation.observe(None, t2));
-        assert_eq!(decide(&observation, ME, FALLBACK, t2), Decision::Create);
+        assert!(matches!(
+            decide(&observation, ME, FALLBACK, t2, false),
+            Decision::Standby { .. }
+        ));
+        assert_eq!(
+            decide(&observation, ME, FALLBACK, t2 + FALLBACK, false),
+            Decision::Create
+        );
     }
 
     #[test]
@@ -691,7 +862,7 @@ mod tests {
         let t0 = Instant::now();
         let observation = observed(LeaseRecord::parse(body), t0);
         assert_eq!(
-            decide(&observation, "other", FALLBACK, t0),
+            decide(&observation, "other", FALLBACK, t0, false),
             Decision::Acquire { transitions: 4 }
         );
     }

@@ -29,7 +29,7 @@ const RETRY_PERIOD: u64 = 2_000;
 const REQUEST_TIMEOUT: u64 = 5_000;
 
 /// Decides like `record::decide`, given also the candidate's wall clock.
-type Decider = fn(&Observation, &str, Duration, Instant, Timestamp) -> Decision;
+type Decider = fn(&Observation, &str, Duration, Instant, Timestamp, bool) -> Decision;
 
 fn real_decider(
     observation: &Observation,
@@ -37,8 +37,9 @@ fn real_decider(
     fallback: Duration,
     now: Instant,
     _wall: Timestamp,
+    leading: bool,
 ) -> Decision {
-    record::decide(observation, identity, fallback, now)
+    record::decide(observation, identity, fallback, now, leading)
 }
 
 /// The bug the design forbids: judging expiry by the holder's `renewTime` against the local
@@ -49,6 +50,7 @@ fn naive_wall_clock_decider(
     fallback: Duration,
     now: Instant,
     wall: Timestamp,
+    leading: bool,
 ) -> Decision {
     let Some(current) = observation.record() else {
         return Decision::Create;
@@ -66,7 +68,7 @@ fn naive_wall_clock_decider(
                 },
             }
         }
-        _ => record::decide(observation, identity, fallback, now),
+        _ => record::decide(observation, identity, fallback, now, leading),
     }
 }
 
@@ -407,6 +409,7 @@ impl World {
             Duration::from_millis(LEASE_DURATION),
             now,
             wall.0,
+            leading,
         );
         let claim = Claim {
             identity: &candidate.id,

@@ -192,10 +192,16 @@ impl Operator {
             metrics: self.metrics.clone(),
             health: self.health.clone(),
         };
+        // With leader election, in-flight reconciles get only what the Lease's margin allows,
+        // so they never run on beside the next leader's.
+        let grace = match &elector {
+            Some(elector) => self.shutdown_timeout.min(elector.close_budget()),
+            None => self.shutdown_timeout,
+        };
         let mut controllers = ControllerSet::new(
             self.registrations.clone(),
             runtime,
-            self.shutdown_timeout,
+            grace,
             self.observer.clone(),
         );
         let result = match elector {
@@ -322,6 +328,10 @@ impl OperatorBuilder {
     }
 
     /// How long in-flight reconciles may run after a stop is asked for (default 30 s).
+    ///
+    /// With leader election the grace is also capped at half the margin between lease
+    /// duration and renew deadline (2.5 s with the defaults), so that no reconcile outlives
+    /// its leader's claim while a standby takes over; what is left is aborted.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = Some(timeout);
         self
