@@ -197,6 +197,11 @@ const COLUMNS: &[Column] = &[
         decimals: 2,
     },
     Column {
+        header: "requests/no-op reconcile",
+        value: |o, n| o.steady.total() as f64 / n.max(1) as f64,
+        decimals: 2,
+    },
+    Column {
         header: "requests (run)",
         value: |o, _| o.total.total() as f64,
         decimals: 0,
