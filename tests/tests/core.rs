@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bonny::{Operator, observe::Metrics, testing::TestEnv};
 use bonny_e2e::{
-    eventually, init_tracing,
+    eventually, init_tracing, request_totals,
     widget::{Gadget, GadgetController, GadgetSpec, Widget, WidgetController, WidgetSpec},
     writes_to,
 };
@@ -265,7 +265,12 @@ async fn a_reconcile_with_nothing_to_change_writes_nothing() {
     .await;
 
     let watched = ["widgets", "configmaps", "events"];
-    let before = writes_to(&env.apiserver_metrics().await.unwrap(), &watched);
+    let metrics_before = env.apiserver_metrics().await.unwrap();
+    let before = writes_to(&metrics_before, &watched);
+    let child_gets_before = request_totals(&metrics_before)
+        .get(&("GET".to_owned(), "configmaps".to_owned()))
+        .copied()
+        .unwrap_or(0);
     let reconciles_before = running.reconciles();
     // A label change reconciles the widget (a write by the test, to `widgets`, counted apart).
     widgets
@@ -280,11 +285,21 @@ async fn a_reconcile_with_nothing_to_change_writes_nothing() {
         (running.reconciles() > reconciles_before).then_some(())
     })
     .await;
-    let after = writes_to(&env.apiserver_metrics().await.unwrap(), &watched);
+    let metrics_after = env.apiserver_metrics().await.unwrap();
+    let after = writes_to(&metrics_after, &watched);
     assert_eq!(
         after - before,
         1,
         "only the test's own label patch may write; the reconcile must write nothing"
+    );
+    let child_gets_after = request_totals(&metrics_after)
+        .get(&("GET".to_owned(), "configmaps".to_owned()))
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        child_gets_after - child_gets_before,
+        0,
+        "the unchanged child is checked against the watch cache, not fetched"
     );
     running.stop().await;
 }

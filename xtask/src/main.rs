@@ -99,7 +99,10 @@ fn ensure_faketime() -> Result<(), String> {
     }
     eprintln!("+ apt-get install -y faketime (needed by the clock-skew leader election test)");
     let installed = Command::new("sh")
-        .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime"])
+        .args([
+            "-c",
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime",
+        ])
         .status()
         .map_err(|err| format!("cannot run apt-get: {err}"))?;
     if installed.success() {

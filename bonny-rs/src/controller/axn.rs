@@ -11,7 +11,7 @@ use kube::{
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Action, Object, ReconcileError};
+use super::{Action, Object, ReconcileError, cache::Descendants};
 
 /// Whether the object is being brought up to date or cleaned up before deletion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +44,7 @@ pub struct Axn<K> {
     phase: Phase,
     client: Client,
     controller: Arc<str>,
+    pub(crate) cache: Arc<Descendants>,
     pub(crate) descendants: Vec<Descendant>,
     pub(crate) status: Option<Value>,
     pub(crate) events: Vec<Event>,
@@ -51,12 +52,18 @@ pub struct Axn<K> {
 }
 
 impl<K: Object> Axn<K> {
-    pub(crate) fn new(object: Arc<K>, client: Client, controller: Arc<str>) -> Self {
+    pub(crate) fn new(
+        object: Arc<K>,
+        client: Client,
+        controller: Arc<str>,
+        cache: Arc<Descendants>,
+    ) -> Self {
         Self {
             object,
             phase: Phase::Apply,
             client,
             controller,
+            cache,
             descendants: Vec::new(),
             status: None,
             events: Vec::new(),

@@ -6,10 +6,10 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::{
     Client, Resource,
     api::ApiResource,
-    runtime::{Controller as KubeController, watcher},
+    runtime::{Controller as KubeController, WatchStreamExt, reflector, watcher},
 };
 
-use super::{Backoff, Object, Scope, Step};
+use super::{Backoff, Object, Scope, Step, cache::Descendants};
 use crate::manifest::Rule;
 
 /// How a controller is set up: finalizer, owned kinds, RBAC rules, extra steps, intervals.
@@ -162,7 +162,7 @@ impl<K: Object> fmt::Debug for Config<K> {
     }
 }
 
-type Attach<K> = fn(KubeController<K>, Client, Option<&str>) -> KubeController<K>;
+type Attach<K> = fn(KubeController<K>, Client, Option<&str>, &mut Descendants) -> KubeController<K>;
 
 /// A kind of descendant a controller owns and watches.
 pub struct OwnedKind<K: Object> {
@@ -186,13 +186,15 @@ impl<K: Object> OwnedKind<K> {
         &self.resource
     }
 
+    /// Watch this kind for `controller`, keeping the watched objects in `cache`.
     pub(crate) fn attach(
         &self,
         controller: KubeController<K>,
         client: Client,
         namespace: Option<&str>,
+        cache: &mut Descendants,
     ) -> KubeController<K> {
-        (self.attach)(controller, client, namespace)
+        (self.attach)(controller, client, namespace, cache)
     }
 }
 
@@ -218,11 +220,20 @@ fn attach<K, Child>(
     controller: KubeController<K>,
     client: Client,
     namespace: Option<&str>,
+    cache: &mut Descendants,
 ) -> KubeController<K>
 where
     K: Object,
     Child: Object + Resource<Scope = NamespaceResourceScope>,
 {
+    // One watch both triggers the owner's reconcile and fills the cache the descendant step
+    // reads, so an unchanged descendant costs no request at all.
     let api = <Child as Resource>::Scope::api::<Child>(client, namespace);
-    controller.owns(api, watcher::Config::default())
+    let (reader, writer) = reflector::store::<Child>();
+    cache.add(reader);
+    let events = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    controller.owns_stream(events)
 }

@@ -33,6 +33,7 @@
 mod action;
 mod axn;
 mod backoff;
+mod cache;
 mod condition;
 mod config;
 mod error;

@@ -31,6 +31,7 @@ use tracing::Instrument;
 
 use super::{
     Action, Axn, Config, Controller, Flow, Object, Phase, ReconcileError, Scope, Step,
+    cache::Descendants,
     steps::{ApplyDescendants, ApplyStatus, Finalizer, SkipObservedGeneration},
 };
 use crate::{
@@ -144,11 +145,13 @@ impl<C: Controller> Registration for Registered<C> {
                 KubeController::new(api, watcher::Config::default().any_semantic()).with_config(
                     controller::Config::default().concurrency(self.config.concurrency),
                 );
+            let mut cache = Descendants::default();
             for owned in self.config.owned_kinds() {
                 kube_controller = owned.attach(
                     kube_controller,
                     runtime.client.clone(),
                     namespace.as_deref(),
+                    &mut cache,
                 );
             }
             let scope_name = match &namespace {
@@ -166,6 +169,7 @@ impl<C: Controller> Registration for Registered<C> {
                 name: Arc::from(self.name.as_str()),
                 failures: Mutex::default(),
                 metrics: runtime.metrics.clone(),
+                cache: Arc::new(cache),
             });
             let stream = kube_controller
                 .graceful_shutdown_on(shutdown.clone().cancelled_owned())
@@ -286,6 +290,7 @@ struct Context<C: Controller> {
     name: Arc<str>,
     failures: Mutex<HashMap<ObjectRef<C::Resource>, u32>>,
     metrics: Metrics,
+    cache: Arc<Descendants>,
 }
 
 /// A failed reconcile, as kube-runtime's error policy sees it.
@@ -302,7 +307,12 @@ async fn reconcile<C: Controller>(
     async move {
         let started = Instant::now();
         ctx.metrics.reconcile_started(&ctx.name);
-        let mut axn = Axn::new(object.clone(), ctx.client.clone(), ctx.name.clone());
+        let mut axn = Axn::new(
+            object.clone(),
+            ctx.client.clone(),
+            ctx.name.clone(),
+            ctx.cache.clone(),
+        );
         let outcome = AssertUnwindSafe(pipeline(&ctx, &mut axn))
             .catch_unwind()
             .await
@@ -648,16 +658,28 @@ mod tests {
         })
     }
 
+    type Outcome = (
+        Result<Action, ReconcileError>,
+        Vec<Seen>,
+        Arc<ThingController>,
+    );
+
     async fn run(
         controller: ThingController,
         config: Config<Thing>,
         object: Thing,
+        objects: Vec<(&str, Value)>,
+    ) -> Outcome {
+        run_cached(controller, config, object, objects, Descendants::default()).await
+    }
+
+    async fn run_cached(
+        controller: ThingController,
+        config: Config<Thing>,
+        object: Thing,
         mut objects: Vec<(&str, Value)>,
-    ) -> (
-        Result<Action, ReconcileError>,
-        Vec<Seen>,
-        Arc<ThingController>,
-    ) {
+        cache: Descendants,
+    ) -> Outcome {
         objects.push((THING, serde_json::to_value(&object).unwrap()));
         let (client, seen) = mock_client(objects);
         let controller = Arc::new(controller);
@@ -675,8 +697,14 @@ mod tests {
             name: Arc::from("thing"),
             failures: Mutex::default(),
             metrics: Metrics::new(),
+            cache: Arc::new(cache),
         };
-        let mut axn = Axn::new(Arc::new(object), client, ctx.name.clone());
+        let mut axn = Axn::new(
+            Arc::new(object),
+            client,
+            ctx.name.clone(),
+            ctx.cache.clone(),
+        );
         let result = pipeline(&ctx, &mut axn).await;
         let seen = seen.lock().unwrap().clone();
         (result, seen, controller)
@@ -730,6 +758,48 @@ mod tests {
             run(controller, config, object, vec![(CHILD, live_child("3"))]).await;
         assert!(result.is_ok());
         assert!(writes(&seen).is_empty(), "{seen:#?}");
+    }
+
+    fn cached(child: Value) -> Descendants {
+        let (reader, mut writer) = kube::runtime::reflector::store::<ConfigMap>();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(
+            serde_json::from_value(child).unwrap(),
+        ));
+        let mut cache = Descendants::default();
+        cache.add(reader);
+        cache
+    }
+
+    #[tokio::test]
+    async fn a_cached_matching_child_costs_no_request_at_all() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let (result, seen, _) =
+            run_cached(controller, config, object, vec![], cached(live_child("3"))).await;
+        assert!(result.is_ok());
+        assert!(seen.is_empty(), "{seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_stale_cache_is_checked_against_the_api_server_before_writing() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        // The cache still shows the old size; the API server already has the new one.
+        let (_, seen, _) = run_cached(
+            controller,
+            config,
+            object,
+            vec![(CHILD, live_child("3"))],
+            cached(live_child("2")),
+        )
+        .await;
+        assert_eq!(seen.len(), 1, "{seen:#?}");
+        assert_eq!(
+            (seen[0].method.as_str(), seen[0].path.as_str()),
+            ("GET", CHILD)
+        );
     }
 
     #[tokio::test]

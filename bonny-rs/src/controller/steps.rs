@@ -131,6 +131,15 @@ impl<K: Object> Step<K> for ApplyDescendants {
         Box::pin(async move {
             let params = PatchParams::apply(axn.controller_name()).force();
             for descendant in std::mem::take(&mut axn.descendants) {
+                let cached = axn.cache.get(
+                    &descendant.resource,
+                    &descendant.namespace,
+                    &descendant.name,
+                );
+                if cached.is_some_and(|live| contains(&live, &descendant.body)) {
+                    continue;
+                }
+                // Not cached, or the cache (which may lag) differs: ask the API server.
                 let api: Api<DynamicObject> = Api::namespaced_with(
                     axn.client().clone(),
                     &descendant.namespace,
