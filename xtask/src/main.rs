@@ -88,6 +88,11 @@ fn test() -> Result<(), String> {
         "-D",
         "warnings",
     ])?;
+    let rustdoc = std::env::var("RUSTDOCFLAGS").unwrap_or_default();
+    cargo_with_env(
+        &["doc", "--workspace", "--no-deps", "--all-features"],
+        &[("RUSTDOCFLAGS", &format!("{rustdoc} -D warnings"))],
+    )?;
     cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])
 }
 
