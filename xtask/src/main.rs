@@ -93,7 +93,50 @@ fn test() -> Result<(), String> {
         &["doc", "--workspace", "--no-deps", "--all-features"],
         &[("RUSTDOCFLAGS", &format!("{rustdoc} -D warnings"))],
     )?;
-    cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"])
+    cargo_test(&["test", "--workspace", "--all-features", "--no-fail-fast"])
+}
+
+/// Runs `cargo test`, echoing its output, and ends with one line that sums up every test
+/// binary's result: `summary: N passed, N failed, N skipped`.
+fn cargo_test(args: &[&str]) -> Result<(), String> {
+    use std::io::{BufRead, BufReader};
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("+ cargo {}", args.join(" "));
+    let mut child = Command::new(&cargo)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("cannot run {cargo}: {err}"))?;
+    let mut totals = [0_u64; 3];
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(counts) = line.strip_prefix("test result: ") {
+                for (total, label) in totals.iter_mut().zip([" passed", " failed", " ignored"]) {
+                    *total += count_before(counts, label);
+                }
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|err| format!("cannot wait for {cargo}: {err}"))?;
+    let [passed, failed, skipped] = totals;
+    println!("summary: {passed} passed, {failed} failed, {skipped} skipped");
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+/// The number just before `label` in a line like `ok. 5 passed; 0 failed; 1 ignored; ...`.
+fn count_before(text: &str, label: &str) -> u64 {
+    text.find(label)
+        .and_then(|end| text[..end].rsplit([' ', '.']).next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The clock-skew leader election test runs one replica under libfaketime (Debian's
@@ -114,5 +157,21 @@ fn ensure_faketime() -> Result<(), String> {
         Ok(())
     } else {
         Err("faketime is missing and `apt-get install faketime` failed; install it (as root) and run again".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_before;
+
+    #[test]
+    fn counts_are_read_from_cargo_test_result_lines() {
+        let line =
+            "ok. 74 passed; 2 failed; 3 ignored; 0 measured; 0 filtered out; finished in 3.61s";
+        assert_eq!(count_before(line, " passed"), 74);
+        assert_eq!(count_before(line, " failed"), 2);
+        assert_eq!(count_before(line, " ignored"), 3);
+        assert_eq!(count_before("FAILED. 1 passed; 1 failed;", " passed"), 1);
+        assert_eq!(count_before("nothing here", " passed"), 0);
     }
 }
