@@ -7,6 +7,12 @@ pub mod witness;
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::{core::v1::Namespace, events::v1::Event};
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+};
+
 pub use bonny::testing::eventually;
 
 /// `apiserver_request_total` summed by (verb, resource) from the API server's metrics text.
@@ -55,4 +61,40 @@ pub fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// Create namespace `name`.
+pub async fn create_namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+}
+
+/// The events about the object `name` in `namespace`.
+pub async fn events_for(client: &Client, namespace: &str, name: &str) -> Vec<Event> {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+/// Whether `events` hold one of this type and reason.
+pub fn has_event(events: &[Event], type_: &str, reason: &str) -> bool {
+    events
+        .iter()
+        .any(|e| e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason))
 }

@@ -26,6 +26,11 @@ pub struct WidgetSpec {
     pub size: u32,
 }
 
+/// A Widget named `name` of size `size`.
+pub fn widget(name: &str, size: u32) -> Widget {
+    Widget::new(name, WidgetSpec { size })
+}
+
 /// The status.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -6,17 +6,14 @@ use std::time::Duration;
 
 use bonny::{Operator, observe::Metrics, testing::TestEnv};
 use bonny_e2e::{
-    eventually, init_tracing, request_totals,
-    widget::{Gadget, GadgetController, GadgetSpec, Widget, WidgetController, WidgetSpec},
+    create_namespace, events_for, eventually, has_event, init_tracing, request_totals,
+    widget::{Gadget, GadgetController, GadgetSpec, Widget, WidgetController, widget},
     writes_to,
 };
-use k8s_openapi::api::{
-    core::v1::{ConfigMap, Namespace},
-    events::v1::Event,
-};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     Api, Client, CustomResourceExt, ResourceExt,
-    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -71,43 +68,6 @@ impl Running {
     }
 }
 
-async fn namespace(client: &Client, name: &str) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-}
-
-fn widget(name: &str, size: u32) -> Widget {
-    Widget::new(name, WidgetSpec { size })
-}
-
-async fn events_for(client: &Client, namespace: &str, name: &str) -> Vec<Event> {
-    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
-    events
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .collect()
-}
-
-fn has_event(events: &[Event], type_: &str, reason: &str) -> bool {
-    events
-        .iter()
-        .any(|e| e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason))
-}
-
 async fn env() -> TestEnv {
     init_tracing();
     let env = TestEnv::start().await.unwrap();
@@ -119,7 +79,7 @@ async fn env() -> TestEnv {
 async fn a_widget_gets_its_child_status_event_and_finalizer_and_cleanup_runs_once() {
     let env = env().await;
     let client = env.client();
-    namespace(&client, "lifecycle").await;
+    create_namespace(&client, "lifecycle").await;
     let running = Running::start(client.clone(), "lifecycle").await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "lifecycle");
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "lifecycle");
@@ -195,7 +155,7 @@ async fn a_widget_gets_its_child_status_event_and_finalizer_and_cleanup_runs_onc
 async fn an_edited_child_is_restored_and_a_deleted_one_recreated() {
     let env = env().await;
     let client = env.client();
-    namespace(&client, "drift").await;
+    create_namespace(&client, "drift").await;
     let running = Running::start(client.clone(), "drift").await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "drift");
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "drift");
@@ -239,7 +199,7 @@ async fn an_edited_child_is_restored_and_a_deleted_one_recreated() {
 async fn a_reconcile_with_nothing_to_change_writes_nothing() {
     let env = env().await;
     let client = env.client();
-    namespace(&client, "noop").await;
+    create_namespace(&client, "noop").await;
     let running = Running::start(client.clone(), "noop").await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "noop");
     widgets
@@ -308,7 +268,7 @@ async fn a_reconcile_with_nothing_to_change_writes_nothing() {
 async fn a_panicking_or_invalid_widget_does_not_stop_the_others() {
     let env = env().await;
     let client = env.client();
-    namespace(&client, "faults").await;
+    create_namespace(&client, "faults").await;
     let running = Running::start(client.clone(), "faults").await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "faults");
     widgets
@@ -398,7 +358,7 @@ async fn one_operator_runs_controllers_of_several_resource_types() {
     let env = env().await;
     env.install_crd(Gadget::crd()).await.unwrap();
     let client = env.client();
-    namespace(&client, "multi").await;
+    create_namespace(&client, "multi").await;
     let operator = Operator::builder()
         .name("multi-e2e")
         .client(client.clone())

@@ -13,24 +13,21 @@ use bonny::{
     testing::TestEnv,
 };
 use bonny_e2e::{
-    eventually, init_tracing,
-    widget::{Widget, WidgetController, WidgetSpec},
+    create_namespace, events_for, eventually, init_tracing,
+    widget::{Widget, WidgetController, widget},
 };
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         coordination::v1::Lease,
-        core::v1::{ConfigMap, Namespace, ServiceAccount},
-        events::v1::Event,
+        core::v1::{ConfigMap, ServiceAccount},
         rbac::v1::{ClusterRole, ClusterRoleBinding, Subject},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, CustomResourceExt,
-    api::{
-        DeleteParams, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams,
-    },
+    api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
     discovery::{Scope, pinned_kind},
 };
 use serde::Deserialize;
@@ -56,21 +53,6 @@ fn widget_operator(client: Client, controller: WidgetController, metrics: Metric
 
 fn options() -> Options {
     Options::new("img:1").namespace("ops")
-}
-
-async fn namespace(client: &Client, name: &str) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
 }
 
 /// Server-side applies every document of a YAML stream, as `kubectl apply --server-side`
@@ -179,22 +161,6 @@ fn without(role: &ClusterRole, resource: &str, verb: Option<&str>) -> ClusterRol
     role
 }
 
-fn widget(name: &str, size: u32) -> Widget {
-    Widget::new(name, WidgetSpec { size })
-}
-
-async fn events_for(client: &Client, namespace: &str, name: &str) -> Vec<Event> {
-    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
-    events
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .collect()
-}
-
 fn holder(lease: Option<Lease>) -> Option<String> {
     lease?
         .spec?
@@ -207,8 +173,8 @@ async fn generated_manifests_apply_and_their_rbac_is_all_the_operator_needs() {
     init_tracing();
     let env = TestEnv::builder().user("operator").start().await.unwrap();
     let admin = env.client();
-    namespace(&admin, "ops").await;
-    namespace(&admin, "work").await;
+    create_namespace(&admin, "ops").await;
+    create_namespace(&admin, "work").await;
     let controller = WidgetController::default();
     let metrics = Metrics::new();
     let operator = widget_operator(
@@ -325,7 +291,7 @@ async fn a_missing_rule_is_named_with_the_forbidden_request() {
         .unwrap();
     let admin = env.client();
     env.install_crd(Widget::crd()).await.unwrap();
-    namespace(&admin, "work").await;
+    create_namespace(&admin, "work").await;
     let manifests = widget_operator(admin.clone(), WidgetController::default(), Metrics::new())
         .manifests(&options())
         .unwrap();

@@ -12,14 +12,14 @@ use std::{
 
 use bonny::{Operator, leader::default_lease_name, operator::ControllersEvent, testing::TestEnv};
 use bonny_e2e::{
-    eventually, init_tracing,
-    widget::{Counters, Widget, WidgetController, WidgetSpec},
+    create_namespace, eventually, init_tracing,
+    widget::{Counters, Widget, WidgetController, widget},
 };
 use futures::StreamExt;
-use k8s_openapi::api::{coordination::v1::Lease, core::v1::Namespace};
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::{
-    Api, Client, CustomResourceExt,
-    api::{DeleteParams, ObjectMeta, PostParams},
+    Api, CustomResourceExt,
+    api::{DeleteParams, PostParams},
     runtime::{WatchStreamExt, watcher},
 };
 use tokio::{
@@ -44,25 +44,6 @@ async fn env() -> TestEnv {
     let env = TestEnv::start().await.unwrap();
     env.install_crd(Widget::crd()).await.unwrap();
     env
-}
-
-async fn namespace(client: &Client, name: &str) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-}
-
-fn widget(name: &str, size: u32) -> Widget {
-    Widget::new(name, WidgetSpec { size })
 }
 
 /// A loopback address nothing listens on right now.
@@ -160,7 +141,7 @@ async fn metrics_count_every_reconcile_by_result() {
     const WIDGETS: u32 = 5;
     let env = env().await;
     let client = env.client();
-    namespace(&client, "metrics").await;
+    create_namespace(&client, "metrics").await;
     let addr = free_addr();
     let controller = WidgetController::default();
     let operator = Operator::builder()
@@ -251,7 +232,7 @@ async fn metrics_count_every_reconcile_by_result() {
 #[tokio::test]
 async fn readyz_fails_until_the_caches_sync_and_healthz_passes_while_running() {
     let env = env().await;
-    namespace(&env.client(), "probes").await;
+    create_namespace(&env.client(), "probes").await;
     let proxy = Arc::new(env.proxy().await.unwrap());
     let addr = free_addr();
     let stall = proxy.clone();
