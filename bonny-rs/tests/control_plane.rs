@@ -126,8 +126,8 @@ async fn install_crds_yaml_installs_every_document() {
     let env = TestEnv::start().await.unwrap();
     let yaml = format!(
         "---\n{}\n---\n{}",
-        serde_yaml::to_string(&Widget::crd()).unwrap(),
-        serde_yaml::to_string(&Widget::crd()).unwrap()
+        serde_saphyr::to_string(&Widget::crd()).unwrap(),
+        serde_saphyr::to_string(&Widget::crd()).unwrap()
     );
     env.install_crds_yaml(&yaml).await.unwrap();
     let widgets: Api<Widget> = Api::default_namespaced(env.client());

@@ -30,7 +30,6 @@ use kube::{
     api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
     discovery::{Scope, pinned_kind},
 };
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -59,8 +58,8 @@ fn options() -> Options {
 /// would, and returns the `kind/name` of each.
 async fn apply_yaml(client: &Client, yaml: &str) -> Vec<String> {
     let mut applied = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(yaml) {
-        let object = DynamicObject::deserialize(document).unwrap();
+    let documents: Vec<DynamicObject> = serde_saphyr::from_multiple(yaml).unwrap();
+    for object in documents {
         let types = object.types.clone().expect("apiVersion and kind");
         let gvk = GroupVersionKind::try_from(&types).unwrap();
         let (resource, capabilities) = pinned_kind(client, &gvk).await.unwrap();

@@ -534,21 +534,23 @@ async fn create_or_replace_crd(
 }
 
 fn parse_crds(yaml: &str) -> Result<Vec<CustomResourceDefinition>, Error> {
-    use serde::Deserialize as _;
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(yaml).map_err(|e| Error::NotACrd {
+            index: 0,
+            reason: format!("the YAML does not parse: {e}"),
+        })?;
     let mut crds = Vec::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
+    for (index, value) in documents.into_iter().enumerate() {
         let not_a_crd = |reason: String| Error::NotACrd { index, reason };
-        let value =
-            serde_yaml::Value::deserialize(document).map_err(|e| not_a_crd(e.to_string()))?;
         if value.is_null() {
             continue;
         }
-        let kind = value.get("kind").and_then(serde_yaml::Value::as_str);
+        let kind = value.get("kind").and_then(serde_json::Value::as_str);
         if kind != Some("CustomResourceDefinition") {
             return Err(not_a_crd(format!("its kind is {kind:?}")));
         }
         let crd: CustomResourceDefinition =
-            serde_yaml::from_value(value).map_err(|e| not_a_crd(e.to_string()))?;
+            serde_json::from_value(value).map_err(|e| not_a_crd(e.to_string()))?;
         if crd.metadata.name.is_none() {
             return Err(not_a_crd("it has no metadata.name".to_owned()));
         }
