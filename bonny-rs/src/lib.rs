@@ -61,3 +61,8 @@ pub mod prelude {
     pub use crate::manifest::Rule;
     pub use crate::operator::Operator;
 }
+
+/// The README's Rust example, compiled with the doc tests so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
