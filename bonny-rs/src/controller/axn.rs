@@ -76,6 +76,15 @@ impl<K: Object> Axn<K> {
         &self.object
     }
 
+    /// The object as a write of this reconcile returned it.
+    pub(crate) fn set_object(&mut self, object: K) {
+        self.object = Arc::new(object);
+    }
+
+    pub(crate) fn object_arc(&self) -> Arc<K> {
+        self.object.clone()
+    }
+
     /// The object's name.
     pub fn name(&self) -> String {
         self.object.name_any()

@@ -170,6 +170,7 @@ impl<C: Controller> Registration for Registered<C> {
                 failures: Mutex::default(),
                 metrics: runtime.metrics.clone(),
                 cache: Arc::new(cache),
+                written: Mutex::default(),
             });
             let stream = kube_controller
                 .graceful_shutdown_on(shutdown.clone().cancelled_owned())
@@ -291,6 +292,64 @@ struct Context<C: Controller> {
     failures: Mutex<HashMap<ObjectRef<C::Resource>, u32>>,
     metrics: Metrics,
     cache: Arc<Descendants>,
+    written: WrittenObjects<C::Resource>,
+}
+
+type WrittenObjects<K> = Mutex<HashMap<ObjectRef<K>, Written<K>>>;
+
+/// The object as our last write returned it, and the version the watch showed before it.
+struct Written<K> {
+    over: Option<String>,
+    object: Arc<K>,
+    at: Instant,
+}
+
+/// How long a written object is remembered; the watch normally catches up within
+/// milliseconds, and an object deleted without a final reconcile must not be kept forever.
+const WRITTEN_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl<C: Controller> Context<C> {
+    /// Read-your-writes: while the watch still shows the version our last write replaced,
+    /// reconcile the object as that write returned it. Otherwise a reconcile triggered before
+    /// the watch caught up would write the same status (and publish the same event) again.
+    fn freshest(
+        &self,
+        reference: &ObjectRef<C::Resource>,
+        seen: Arc<C::Resource>,
+    ) -> Arc<C::Resource> {
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        match written.get(reference) {
+            Some(entry) if entry.over == seen.resource_version() => entry.object.clone(),
+            Some(_) => {
+                written.remove(reference);
+                seen
+            }
+            None => seen,
+        }
+    }
+
+    /// Remember what this reconcile wrote, if anything.
+    fn remember(
+        &self,
+        reference: ObjectRef<C::Resource>,
+        seen: &C::Resource,
+        after: Arc<C::Resource>,
+    ) {
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        written.retain(|_, entry| now.duration_since(entry.at) < WRITTEN_TTL);
+        if after.resource_version() == seen.resource_version() {
+            return;
+        }
+        written.insert(
+            reference,
+            Written {
+                over: seen.resource_version(),
+                object: after,
+                at: now,
+            },
+        );
+    }
 }
 
 /// A failed reconcile, as kube-runtime's error policy sees it.
@@ -307,6 +366,8 @@ async fn reconcile<C: Controller>(
     async move {
         let started = Instant::now();
         ctx.metrics.reconcile_started(&ctx.name);
+        let seen = object;
+        let object = ctx.freshest(&reference, seen.clone());
         let mut axn = Axn::new(
             object.clone(),
             ctx.client.clone(),
@@ -321,6 +382,7 @@ async fn reconcile<C: Controller>(
             tracing::warn!(error = %err, reason = err.reason(), "reconcile failed");
             axn.warning_event(err.reason(), truncate(&err.to_string(), 1024));
         }
+        ctx.remember(reference.clone(), &seen, axn.object_arc());
         publish_events(&ctx.recorder, &*object, std::mem::take(&mut axn.events)).await;
         for callback in std::mem::take(&mut axn.after) {
             callback(outcome.as_ref());
@@ -683,22 +745,7 @@ mod tests {
         objects.push((THING, serde_json::to_value(&object).unwrap()));
         let (client, seen) = mock_client(objects);
         let controller = Arc::new(controller);
-        let ctx = Context {
-            controller: controller.clone(),
-            config: Arc::new(config),
-            client: client.clone(),
-            recorder: Recorder::new(
-                client.clone(),
-                Reporter {
-                    controller: "test".into(),
-                    instance: None,
-                },
-            ),
-            name: Arc::from("thing"),
-            failures: Mutex::default(),
-            metrics: Metrics::new(),
-            cache: Arc::new(cache),
-        };
+        let ctx = context(controller.clone(), config, client.clone(), cache);
         let mut axn = Axn::new(
             Arc::new(object),
             client,
@@ -708,6 +755,71 @@ mod tests {
         let result = pipeline(&ctx, &mut axn).await;
         let seen = seen.lock().unwrap().clone();
         (result, seen, controller)
+    }
+
+    fn context(
+        controller: Arc<ThingController>,
+        config: Config<Thing>,
+        client: Client,
+        cache: Descendants,
+    ) -> Context<ThingController> {
+        Context {
+            controller,
+            config: Arc::new(config),
+            client: client.clone(),
+            recorder: Recorder::new(
+                client,
+                Reporter {
+                    controller: "test".into(),
+                    instance: None,
+                },
+            ),
+            name: Arc::from("thing"),
+            failures: Mutex::default(),
+            metrics: Metrics::new(),
+            cache: Arc::new(cache),
+            written: Mutex::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_sees_its_own_last_write_until_the_watch_catches_up() {
+        let (client, _) = mock_client(vec![]);
+        let controller = Arc::new(ThingController::default());
+        let ctx = context(
+            controller.clone(),
+            controller.config(),
+            client,
+            Descendants::default(),
+        );
+        let seen = Arc::new(thing(&[], false, None));
+        let reference = ObjectRef::from_obj(&*seen);
+        let mut after = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        after.metadata.resource_version = Some("8".into());
+        ctx.remember(reference.clone(), &seen, Arc::new(after));
+        // The watch still shows version 7: reconcile what our write returned.
+        let fresh = ctx.freshest(&reference, seen.clone());
+        assert_eq!(fresh.resource_version().as_deref(), Some("8"));
+        assert_eq!(fresh.status.as_ref().and_then(|s| s.size), Some(3));
+        // The watch moved on (to our write or anyone else's): trust it, forget ours.
+        let mut newer = thing(&[], false, None);
+        newer.metadata.resource_version = Some("9".into());
+        let newer = Arc::new(newer);
+        assert_eq!(
+            ctx.freshest(&reference, newer.clone())
+                .resource_version()
+                .as_deref(),
+            Some("9")
+        );
+        assert_eq!(
+            ctx.freshest(&reference, seen.clone())
+                .resource_version()
+                .as_deref(),
+            Some("7")
+        );
+        // A reconcile that wrote nothing leaves nothing behind.
+        ctx.remember(reference.clone(), &seen, seen.clone());
+        assert!(ctx.written.lock().unwrap().is_empty());
     }
 
     fn writes(seen: &[Seen]) -> Vec<&Seen> {

@@ -77,13 +77,14 @@ impl<K: Object> Step<K> for Finalizer {
                     patch.push(json!({ "op": "add", "path": "/metadata/finalizers/-", "value": self.name }));
                 }
                 let patch: json_patch::Patch = serde_json::from_value(Value::Array(patch))?;
-                object_api::<K>(axn)
+                let patched = object_api::<K>(axn)
                     .patch(
                         &axn.name(),
                         &PatchParams::default(),
                         &Patch::<()>::Json(patch),
                     )
                     .await?;
+                axn.set_object(patched);
             }
             Ok(Flow::Continue)
         })
@@ -189,13 +190,14 @@ impl ApplyStatus {
         if contains(live.get("status").unwrap_or(&Value::Null), &status) {
             return Ok(());
         }
-        object_api::<K>(axn)
+        let patched = object_api::<K>(axn)
             .patch_status(
                 &axn.name(),
                 &PatchParams::default(),
                 &Patch::Merge(json!({ "status": status })),
             )
             .await?;
+        axn.set_object(patched);
         Ok(())
     }
 }
