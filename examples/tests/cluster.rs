@@ -14,7 +14,7 @@ use kube::{
     api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use support::{Running, WAIT, create_namespace, eventually, init_tracing};
+use support::{Running, WAIT, eventually, init_tracing};
 
 const NAMESPACES: [&str; 3] = ["team-a", "team-b", "team-c"];
 
@@ -55,7 +55,7 @@ async fn a_shared_config_is_copied_into_listed_namespaces_and_cleaned_up_once() 
     env.install_crd(SharedConfig::crd()).await.unwrap();
     let client = env.client();
     for namespace in NAMESPACES {
-        create_namespace(&client, namespace).await;
+        env.create_namespace(namespace).await.unwrap();
     }
     // A ConfigMap that is not a copy, in a namespace listed later: never to be touched.
     let team_c: Api<ConfigMap> = Api::namespaced(client.clone(), "team-c");

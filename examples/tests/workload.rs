@@ -15,7 +15,7 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use support::{Running, WAIT, create_namespace, eventually, init_tracing};
+use support::{Running, WAIT, eventually, init_tracing};
 
 const NS: &str = "shop";
 /// The garbage collector learns about the WebApp resource, installed after it started, only
@@ -74,7 +74,7 @@ async fn a_webapp_runs_as_a_deployment_and_service_follows_readiness_and_repairs
         .unwrap();
     env.install_crd(WebApp::crd()).await.unwrap();
     let client = env.client();
-    create_namespace(&client, NS).await;
+    env.create_namespace(NS).await.unwrap();
     let running = Running::start(workload::builder(), client.clone());
 
     let webapps: Api<WebApp> = Api::namespaced(client.clone(), NS);

@@ -7,11 +7,8 @@ pub mod witness;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::{core::v1::Namespace, events::v1::Event};
-use kube::{
-    Api, Client,
-    api::{ObjectMeta, PostParams},
-};
+use k8s_openapi::api::events::v1::Event;
+use kube::{Api, Client};
 
 pub use bonny::testing::eventually;
 
@@ -61,22 +58,6 @@ pub fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
-}
-
-/// Create namespace `name`.
-pub async fn create_namespace(client: &Client, name: &str) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
 }
 
 /// The events about the object `name` in `namespace`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bonny::{Operator, observe::Metrics, testing::TestEnv};
 use bonny_e2e::{
-    create_namespace, events_for, eventually, has_event, init_tracing, request_totals,
+    events_for, eventually, has_event, init_tracing, request_totals,
     widget::{Gadget, GadgetController, GadgetSpec, Widget, WidgetController, widget},
     writes_to,
 };
@@ -79,7 +79,7 @@ async fn env() -> TestEnv {
 async fn a_widget_gets_its_child_status_event_and_finalizer_and_cleanup_runs_once() {
     let env = env().await;
     let client = env.client();
-    create_namespace(&client, "lifecycle").await;
+    env.create_namespace("lifecycle").await.unwrap();
     let running = Running::start(client.clone(), "lifecycle").await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "lifecycle");
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "lifecycle");
@@ -155,7 +155,7 @@ async fn a_widget_gets_its_child_status_event_and_finalizer_and_cleanup_runs_onc
 async fn an_edited_child_is_restored_and_a_deleted_one_recreated() {
     let env = env().await;
     let client = env.client();
-    create_namespace(&client, "drift").await;
+    env.create_namespace("drift").await.unwrap();
     let running = Running::start(client.clone(), "drift").await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "drift");
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "drift");
@@ -199,7 +199,7 @@ async fn an_edited_child_is_restored_and_a_deleted_one_recreated() {
 async fn a_reconcile_with_nothing_to_change_writes_nothing() {
     let env = env().await;
     let client = env.client();
-    create_namespace(&client, "noop").await;
+    env.create_namespace("noop").await.unwrap();
     let running = Running::start(client.clone(), "noop").await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "noop");
     widgets
@@ -268,7 +268,7 @@ async fn a_reconcile_with_nothing_to_change_writes_nothing() {
 async fn a_panicking_or_invalid_widget_does_not_stop_the_others() {
     let env = env().await;
     let client = env.client();
-    create_namespace(&client, "faults").await;
+    env.create_namespace("faults").await.unwrap();
     let running = Running::start(client.clone(), "faults").await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "faults");
     widgets
@@ -358,7 +358,7 @@ async fn one_operator_runs_controllers_of_several_resource_types() {
     let env = env().await;
     env.install_crd(Gadget::crd()).await.unwrap();
     let client = env.client();
-    create_namespace(&client, "multi").await;
+    env.create_namespace("multi").await.unwrap();
     let operator = Operator::builder()
         .name("multi-e2e")
         .client(client.clone())

@@ -13,7 +13,7 @@ use bonny::{
     testing::TestEnv,
 };
 use bonny_e2e::{
-    create_namespace, events_for, eventually, init_tracing,
+    events_for, eventually, init_tracing,
     widget::{Widget, WidgetController, widget},
 };
 use k8s_openapi::{
@@ -172,8 +172,8 @@ async fn generated_manifests_apply_and_their_rbac_is_all_the_operator_needs() {
     init_tracing();
     let env = TestEnv::builder().user("operator").start().await.unwrap();
     let admin = env.client();
-    create_namespace(&admin, "ops").await;
-    create_namespace(&admin, "work").await;
+    env.create_namespace("ops").await.unwrap();
+    env.create_namespace("work").await.unwrap();
     let controller = WidgetController::default();
     let metrics = Metrics::new();
     let operator = widget_operator(
@@ -278,6 +278,29 @@ async fn generated_manifests_apply_and_their_rbac_is_all_the_operator_needs() {
     );
 }
 
+/// Binds `role` to `user`, runs the Widget operator as that user, and returns the message of
+/// the `Forbidden` error it must stop with.
+async fn refused_at_startup(
+    env: &TestEnv,
+    manifests: &Manifests,
+    role: ClusterRole,
+    user: &str,
+) -> String {
+    grant(env, manifests, role, user).await;
+    let operator = widget_operator(
+        env.user_client(user).await.unwrap(),
+        WidgetController::default(),
+        Metrics::new(),
+    );
+    let err = tokio::time::timeout(WAIT, operator.run_until(CancellationToken::new()))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, bonny::Error::Forbidden { .. }), "{message}");
+    message
+}
+
 #[tokio::test]
 async fn a_missing_rule_is_named_with_the_forbidden_request() {
     init_tracing();
@@ -290,30 +313,19 @@ async fn a_missing_rule_is_named_with_the_forbidden_request() {
         .unwrap();
     let admin = env.client();
     env.install_crd(Widget::crd()).await.unwrap();
-    create_namespace(&admin, "work").await;
+    env.create_namespace("work").await.unwrap();
     let manifests = widget_operator(admin.clone(), WidgetController::default(), Metrics::new())
         .manifests(&options())
         .unwrap();
 
     // Without `list` on widgets the operator does not start, and says what to grant where.
-    grant(
+    let message = refused_at_startup(
         &env,
         &manifests,
         without(&manifests.cluster_role, "widgets", Some("list")),
         "no-list",
     )
     .await;
-    let operator = widget_operator(
-        env.user_client("no-list").await.unwrap(),
-        WidgetController::default(),
-        Metrics::new(),
-    );
-    let err = tokio::time::timeout(WAIT, operator.run_until(CancellationToken::new()))
-        .await
-        .unwrap()
-        .unwrap_err();
-    let message = err.to_string();
-    assert!(matches!(err, bonny::Error::Forbidden { .. }), "{message}");
     assert!(
         message.contains("list") && message.contains(WIDGETS) && message.contains("ClusterRole"),
         "{message}"
@@ -321,24 +333,13 @@ async fn a_missing_rule_is_named_with_the_forbidden_request() {
 
     // Without the ConfigMap rule the operator does not start either: the owned kind is
     // watched, so its missing `list` is named at startup.
-    grant(
+    let message = refused_at_startup(
         &env,
         &manifests,
         without(&manifests.cluster_role, "configmaps", None),
         "no-configmaps",
     )
     .await;
-    let operator = widget_operator(
-        env.user_client("no-configmaps").await.unwrap(),
-        WidgetController::default(),
-        Metrics::new(),
-    );
-    let err = tokio::time::timeout(WAIT, operator.run_until(CancellationToken::new()))
-        .await
-        .unwrap()
-        .unwrap_err();
-    let message = err.to_string();
-    assert!(matches!(err, bonny::Error::Forbidden { .. }), "{message}");
     assert!(message.contains("list configmaps"), "{message}");
 
     // Without `patch` on ConfigMaps the operator runs, and each failing reconcile says which

@@ -12,7 +12,7 @@ use std::{
 
 use bonny::{Operator, leader::default_lease_name, operator::ControllersEvent, testing::TestEnv};
 use bonny_e2e::{
-    create_namespace, eventually, init_tracing,
+    eventually, init_tracing,
     widget::{Counters, Widget, WidgetController, widget},
 };
 use futures::StreamExt;
@@ -141,7 +141,7 @@ async fn metrics_count_every_reconcile_by_result() {
     const WIDGETS: u32 = 5;
     let env = env().await;
     let client = env.client();
-    create_namespace(&client, "metrics").await;
+    env.create_namespace("metrics").await.unwrap();
     let addr = free_addr();
     let controller = WidgetController::default();
     let operator = Operator::builder()
@@ -232,7 +232,7 @@ async fn metrics_count_every_reconcile_by_result() {
 #[tokio::test]
 async fn readyz_fails_until_the_caches_sync_and_healthz_passes_while_running() {
     let env = env().await;
-    create_namespace(&env.client(), "probes").await;
+    env.create_namespace("probes").await.unwrap();
     let proxy = Arc::new(env.proxy().await.unwrap());
     let addr = free_addr();
     let stall = proxy.clone();

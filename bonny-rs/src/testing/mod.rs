@@ -319,6 +319,28 @@ impl TestEnv {
         self.users.get(user).map(|c| c.kubeconfig.as_path())
     }
 
+    /// Creates namespace `name`, so that a test can keep its objects apart from others'.
+    ///
+    /// # Errors
+    /// [`Error::Kube`] if the API server refuses it (for example, it exists already).
+    pub async fn create_namespace(&self, name: &str) -> Result<(), Error> {
+        use k8s_openapi::{
+            api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        };
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(self.client())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .map_err(|e| Error::kube(format!("create namespace {name}"), e))?;
+        Ok(())
+    }
+
     /// Creates the CRD, or replaces it if one of that name exists, and waits until it is
     /// `Established`.
     ///

@@ -4,11 +4,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::{
-    Api, Client,
-    api::{ObjectMeta, PostParams},
-};
+use kube::Client;
 use tokio_util::sync::CancellationToken;
 
 /// How long any one expectation may take to come true.
@@ -48,22 +44,6 @@ impl Running {
             .unwrap()
             .unwrap();
     }
-}
-
-/// Creates namespace `name`.
-pub async fn create_namespace(client: &Client, name: &str) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
 }
 
 /// Logs to the test output (`RUST_LOG` filters; by default `info`, without the client's
