@@ -50,9 +50,20 @@ pub struct Counters {
     pub applies: Arc<AtomicUsize>,
     /// `cleanup` calls.
     pub cleanups: Arc<AtomicUsize>,
+    /// Labels of each widget whose processing ended (after every write of its reconcile).
+    pub processed_labels: Arc<std::sync::Mutex<Vec<std::collections::BTreeMap<String, String>>>>,
 }
 
 impl Counters {
+    /// Whether a reconcile of a widget carrying label `key=value` has finished.
+    pub fn processed_label(&self, key: &str, value: &str) -> bool {
+        self.processed_labels
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|labels| labels.get(key).map(String::as_str) == Some(value))
+    }
+
     /// `cleanup` calls so far.
     pub fn cleanups(&self) -> usize {
         self.cleanups.load(Ordering::SeqCst)
@@ -76,6 +87,9 @@ impl Reconcile<Widget> for WidgetController {
     async fn apply(&self, axn: &mut Axn<Widget>) -> Result<Action, ReconcileError> {
         self.counters.applies.fetch_add(1, Ordering::SeqCst);
         let widget = axn.object().clone();
+        let processed = self.counters.processed_labels.clone();
+        let labels = widget.metadata.labels.clone().unwrap_or_default();
+        axn.after_processed(move |_| processed.lock().unwrap().push(labels));
         let size = widget.spec.size;
         let mut status = widget.status.clone().unwrap_or_default();
         let generation = widget.metadata.generation;
