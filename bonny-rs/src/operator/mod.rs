@@ -30,7 +30,7 @@ use crate::{
         Controller,
         runner::{Registered, Registration, RunContext},
     },
-    leader::{Elector, LeaderElection},
+    leader::{Defaults, Election, Elector, LeaderElection},
     observe::{Health, Metrics, server::Server},
 };
 use controllers::ControllerSet;
@@ -67,7 +67,7 @@ pub struct Operator {
     registrations: Arc<[Box<dyn Registration>]>,
     namespaces: Namespaces,
     client: Option<Client>,
-    leader: Option<LeaderElection>,
+    leader: Option<Election>,
     shutdown_timeout: Duration,
     http_addr: Option<SocketAddr>,
     metrics: Metrics,
@@ -129,7 +129,7 @@ impl Operator {
         &self.namespaces
     }
 
-    pub(crate) fn leader_election(&self) -> Option<&LeaderElection> {
+    pub(crate) fn leader_election(&self) -> Option<&Election> {
         self.leader.as_ref()
     }
 
@@ -171,13 +171,9 @@ impl Operator {
             tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
             background.spawn(server.serve(server_stop.clone()));
         }
-        let elector = match self.leader {
-            Some(config) => Some(
-                Elector::new(config, client.clone(), &self.name)
-                    .map_err(|err| Error::Config(err.to_string()))?,
-            ),
-            None => None,
-        };
+        let elector = self
+            .leader
+            .map(|election| Elector::new(election, client.clone()));
         let identity = elector
             .as_ref()
             .map(|elector| elector.identity().to_owned())
@@ -398,14 +394,18 @@ impl OperatorBuilder {
                         from_env.push(format!("BONNY_RETRY_PERIOD={period:?}"));
                     }
                 }
-                config.validate().map_err(|err| {
+                let defaults = Defaults::new(name.clone())
+                    .pod_name(settings.pod_name.clone())
+                    .pod_namespace(settings.pod_namespace.clone())
+                    .hostname(settings.hostname.clone());
+                let election = config.validate(&defaults).map_err(|err| {
                     if from_env.is_empty() {
                         Error::Config(err.to_string())
                     } else {
                         Error::Config(format!("{err} (set from {})", from_env.join(", ")))
                     }
                 })?;
-                Some(config)
+                Some(election)
             }
             None => None,
         };
