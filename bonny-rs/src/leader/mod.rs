@@ -19,13 +19,13 @@
 //!   panic.
 //!
 //! ```no_run
-//! use bonny::leader::{Defaults, Elector, Gate, LeaderElection};
+//! use bonny::leader::{Closing, Defaults, Elector, Gate, LeaderElection};
 //! use tokio_util::sync::CancellationToken;
 //!
 //! struct Controllers;
 //! impl Gate for Controllers {
 //!     async fn open(&mut self) { /* spawn the controllers */ }
-//!     async fn close(&mut self) { /* abort them and await every task */ }
+//!     async fn close(&mut self, _how: Closing) { /* stop them and await every task */ }
 //! }
 //!
 //! # async fn demo(client: kube::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -42,6 +42,7 @@ mod decision;
 mod elector;
 mod error;
 mod gate;
+mod guard;
 mod record;
 mod status;
 mod store;
@@ -52,5 +53,6 @@ mod simulation;
 pub use config::{Defaults, Election, LeaderElection, default_identity, default_lease_name};
 pub use elector::Elector;
 pub use error::{ConfigError, Error};
-pub use gate::Gate;
+pub use gate::{Closing, Gate};
+pub use guard::{Fenced, WriteGuard};
 pub use status::LeaderStatus;

@@ -178,6 +178,12 @@ impl Operator {
             .as_ref()
             .map(|elector| elector.identity().to_owned())
             .or_else(|| self.settings.pod_name.clone());
+        // With leader election, controller code only ever gets the guarded client: its writes
+        // leave only while this replica's tenure holds. The elector keeps the plain one.
+        let client = match &elector {
+            Some(elector) => elector.write_guard().client(client),
+            None => client,
+        };
         let runtime = RunContext {
             client,
             namespaces: self.namespaces.clone(),
@@ -214,6 +220,9 @@ impl Operator {
                 // A standby is ready: it serves nothing that needs a cache.
                 self.health.mark_started();
                 let status = elector.status();
+                let problem = status.clone();
+                self.health
+                    .add_readiness_check(move || problem.problem().map_or(Ok(()), Err));
                 let deadline = elector.renew_deadline() + LIVENESS_GRACE;
                 self.health.add_liveness_check(move || {
                     if status.renewal_overdue(deadline) {
@@ -395,6 +404,7 @@ impl OperatorBuilder {
                     }
                 }
                 let defaults = Defaults::new(name.clone())
+                    .binary(binary_name())
                     .pod_name(settings.pod_name.clone())
                     .pod_namespace(settings.pod_namespace.clone())
                     .hostname(settings.hostname.clone());
