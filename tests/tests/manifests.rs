@@ -396,3 +396,133 @@ async fn a_missing_rule_is_named_with_the_forbidden_request() {
         .unwrap()
         .unwrap();
 }
+
+/// Log lines written while it is alive, on this thread (the test's current-thread runtime
+/// runs the operator's tasks here too).
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn a_lease_the_replica_may_not_use_is_named_and_keeps_it_unready() {
+    let log = CapturedLog::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(log.clone())
+        .with_ansi(false)
+        .with_env_filter("info")
+        .finish();
+    let _log = tracing::subscriber::set_default(subscriber);
+    let env = TestEnv::builder().user("no-leases").start().await.unwrap();
+    let admin = env.client();
+    env.install_crd(Widget::crd()).await.unwrap();
+    let manifests = widget_operator(admin.clone(), WidgetController::default(), Metrics::new())
+        .manifests(&options())
+        .unwrap();
+    grant(
+        &env,
+        &manifests,
+        without(&manifests.cluster_role, "leases", None),
+        "no-leases",
+    )
+    .await;
+    let operator = widget_operator(
+        env.user_client("no-leases").await.unwrap(),
+        WidgetController::default(),
+        Metrics::new(),
+    );
+    let health = operator.health().clone();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(operator.run_until(stop.clone()));
+
+    // Not ready, saying which request was refused and where the rule comes from.
+    let binary = std::env::args_os()
+        .next()
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+        })
+        .unwrap();
+    let reason = eventually("/readyz to name the refused Lease", WAIT, || async {
+        health
+            .ready()
+            .err()
+            .filter(|reason| reason.contains("leases"))
+    })
+    .await;
+    assert!(
+        reason.starts_with(
+            "this replica may not get leases.coordination.k8s.io in namespace default \
+             (403 Forbidden: "
+        ),
+        "{reason}"
+    );
+    assert!(
+        reason.ends_with(&format!(
+            "grant it with the ClusterRole that `{binary} manifests` generates"
+        )),
+        "{reason}"
+    );
+    assert!(reason.contains("User \"no-leases\""), "{reason}");
+
+    // Retried for several polls, said once, as that sentence, never as a Status dump.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let text = log.text();
+    assert_eq!(
+        text.matches("may not get leases.coordination.k8s.io")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(!text.contains("Status {"), "{text}");
+    assert!(!text.contains("<your-operator>"), "{text}");
+
+    // Granted: ready again, and the replica takes the Lease.
+    Api::<ClusterRole>::all(admin.clone())
+        .patch(
+            &format!("{OPERATOR}-no-leases"),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "rules": manifests.cluster_role.rules })),
+        )
+        .await
+        .unwrap();
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), "default");
+    let lease_name = default_lease_name("default", OPERATOR);
+    eventually(
+        "the replica to take the Lease once allowed",
+        WAIT,
+        || async { holder(leases.get_opt(&lease_name).await.unwrap()) },
+    )
+    .await;
+    eventually("/readyz to pass", WAIT, || async { health.ready().ok() }).await;
+    stop.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

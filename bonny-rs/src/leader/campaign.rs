@@ -868,6 +868,83 @@ mod tests {
         assert!(a.task.await.expect("no panic").is_ok());
     }
 
+    /// Log lines written on this thread while the returned guard lives.
+    fn capture_log() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+        #[derive(Clone)]
+        struct Writer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Writer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("log lock").extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = Writer(buffer.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        (buffer, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(buffer: &Arc<Mutex<Vec<u8>>>) -> String {
+        String::from_utf8_lossy(&buffer.lock().expect("log lock")).into_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn odd_leases_are_spoken_of_once() {
+        let (log, _guard) = capture_log();
+        // A foreign Lease held for two hours: honoured, and explained once.
+        let store = FakeStore::new(Some(json!({
+            "metadata": { "name": "lease", "namespace": "ns" },
+            "spec": { "holderIdentity": "ghost", "leaseDurationSeconds": 7200 },
+        })));
+        let journal = Journal::default();
+        let a = start("a", LeaderElection::new(), &store, &journal);
+        sleep(20_000).await;
+        assert!(journal.opened("a").is_empty(), "the long Lease is honoured");
+        let said = text(&log);
+        assert_eq!(
+            said.matches("far beyond this operator's own 15s").count(),
+            1,
+            "{said}"
+        );
+        assert!(said.contains("held by ghost for 7200s"), "{said}");
+        assert!(
+            said.contains("clear it with `kubectl delete lease -n ns lease`"),
+            "{said}"
+        );
+        a.shutdown.cancel();
+        assert!(a.task.await.expect("no panic").is_ok());
+
+        // A holderless Lease no leader released: the wait is explained once, then it is taken.
+        let store = FakeStore::new(Some(json!({
+            "metadata": { "name": "lease", "namespace": "ns" },
+            "spec": { "leaseTransitions": 2 },
+        })));
+        let b = start("b", LeaderElection::new(), &store, &journal);
+        sleep(10_000).await;
+        assert!(journal.opened("b").is_empty());
+        let said = text(&log);
+        assert_eq!(
+            said.matches("waiting one lease duration").count(),
+            1,
+            "{said}"
+        );
+        assert!(
+            said.contains("has no holder, but no leader released it"),
+            "{said}"
+        );
+        sleep(6_000).await;
+        assert_eq!(journal.opened("b").len(), 1);
+        b.shutdown.cancel();
+        assert!(b.task.await.expect("no panic").is_ok());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn exit_on_loss_returns_an_error_after_closing() {
         let store = FakeStore::new(None);

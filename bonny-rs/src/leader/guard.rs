@@ -80,7 +80,91 @@ impl Fenced {
 /// [`client`](Self::client). Cheap to clone.
 ///
 /// Get it from [`Elector::write_guard`](super::Elector::write_guard). Without a published
-/// tenure (standing by, or after a loss) it refuses every write.
+/// tenure (standing by, or after a loss) it refuses every write. With leader election on,
+/// the operator hands controllers only such a client: `axn.client()` in a reconcile is one,
+/// so an author's own writes are fenced like the SDK's.
+///
+/// Below, a stand-in API server serves the Lease until it goes down; the renew deadline
+/// passes, and the author's next write is refused before it is sent:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+///
+/// use bonny::leader::{Closing, Defaults, Elector, Fenced, Gate, LeaderElection};
+/// use k8s_openapi::api::core::v1::ConfigMap;
+/// use kube::{Api, api::PostParams, client::Body};
+/// use serde_json::{Value, json};
+/// use tokio_util::sync::CancellationToken;
+///
+/// /// The Lease (and its next resourceVersion), whether the API is down, writes of others.
+/// #[derive(Clone, Default)]
+/// struct Server(Arc<Mutex<(Option<Value>, u64, bool, usize)>>);
+///
+/// impl Server {
+///     async fn answer(self, request: http::Request<Body>) -> http::Response<Body> {
+///         let (parts, body) = request.into_parts();
+///         let body = body.collect_bytes().await.unwrap_or_default();
+///         let mut state = self.0.lock().unwrap();
+///         let (lease, version, down, writes) = &mut *state;
+///         let (code, answer) = match (parts.uri.path().contains("/leases"), parts.method.as_str()) {
+///             (true, _) if *down => (503, json!({ "kind": "Status", "code": 503 })),
+///             (true, "GET") => match lease.clone() {
+///                 Some(lease) => (200, lease),
+///                 None => (404, json!({ "kind": "Status", "code": 404, "reason": "NotFound" })),
+///             },
+///             (true, _) => {
+///                 let mut written: Value = serde_json::from_slice(&body).unwrap();
+///                 *version += 1;
+///                 written["metadata"]["resourceVersion"] = json!(version.to_string());
+///                 *lease = Some(written.clone());
+///                 (200, written)
+///             }
+///             (false, _) => {
+///                 *writes += 1;
+///                 (200, json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "c" } }))
+///             }
+///         };
+///         http::Response::builder()
+///             .status(code)
+///             .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+///             .unwrap()
+///     }
+/// }
+///
+/// struct NoControllers;
+/// impl Gate for NoControllers {
+///     async fn open(&mut self) {}
+///     async fn close(&mut self, _how: Closing) {}
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = Server::default();
+/// let answering = server.clone();
+/// let service = tower::service_fn(move |request| {
+///     let server = answering.clone();
+///     async move { Ok::<_, std::convert::Infallible>(server.answer(request).await) }
+/// });
+/// let client = kube::Client::new(service, "default");
+///
+/// let election = LeaderElection::new().identity("me").validate(&Defaults::new("demo"))?;
+/// let elector = Elector::new(election, client.clone());
+/// // What a reconcile reaches as `axn.client()`: the guarded client.
+/// let config_maps: Api<ConfigMap> = Api::default_namespaced(elector.write_guard().client(client));
+/// let config_map: ConfigMap = serde_json::from_value(json!({ "metadata": { "name": "c" } }))?;
+/// tokio::spawn(async move { elector.run(&mut NoControllers, CancellationToken::new()).await });
+///
+/// tokio::time::sleep(Duration::from_millis(100)).await;
+/// config_maps.create(&PostParams::default(), &config_map).await?; // leading: sent
+///
+/// server.0.lock().unwrap().2 = true; // the API goes down: no renewal succeeds
+/// tokio::time::sleep(Duration::from_secs(11)).await; // past the 10 s renew deadline
+/// let refused = config_maps.create(&PostParams::default(), &config_map).await.unwrap_err();
+/// assert!(Fenced::is_fenced(&refused), "{refused}");
+/// assert_eq!(server.0.lock().unwrap().3, 1, "the refused write never left");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct WriteGuard {
     inner: Arc<TenureCell>,
