@@ -378,12 +378,23 @@ async fn reconcile<C: Controller>(
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| Err(panicked(panic.as_ref())));
-        if let Err(err) = &outcome {
-            tracing::warn!(error = %err, reason = err.reason(), "reconcile failed");
-            axn.warning_event(err.reason(), truncate(&err.to_string(), 1024));
+        // A write refused because this replica no longer leads: the controller is stopping,
+        // nothing failed. No Warning event, no backoff, no error metric.
+        let fenced = matches!(&outcome, Err(err) if is_fenced(err));
+        match &outcome {
+            Err(err) if fenced => {
+                tracing::debug!(error = %err, "reconcile stopped: this replica no longer leads");
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, reason = err.reason(), "reconcile failed");
+                axn.warning_event(err.reason(), truncate(&err.to_string(), 1024));
+            }
+            Ok(_) => {}
         }
         ctx.remember(reference.clone(), &seen, axn.object_arc());
-        publish_events(&ctx.recorder, &*object, std::mem::take(&mut axn.events)).await;
+        if !fenced {
+            publish_events(&ctx.recorder, &*object, std::mem::take(&mut axn.events)).await;
+        }
         for callback in std::mem::take(&mut axn.after) {
             callback(outcome.as_ref());
         }
@@ -392,8 +403,12 @@ async fn reconcile<C: Controller>(
             Ok(_) => ReconcileResult::success,
             Err(_) => ReconcileResult::error,
         };
-        ctx.metrics
-            .reconcile_finished(&ctx.name, result, started.elapsed());
+        if fenced {
+            ctx.metrics.reconcile_stopped(&ctx.name);
+        } else {
+            ctx.metrics
+                .reconcile_finished(&ctx.name, result, started.elapsed());
+        }
         match outcome {
             Ok(action) => {
                 ctx.failures
@@ -473,11 +488,20 @@ async fn pipeline<C: Controller>(
     }
 }
 
+/// Whether `err` is a write the leader election's guard refused.
+fn is_fenced(err: &ReconcileError) -> bool {
+    crate::leader::Fenced::is_fenced(err.source_error())
+}
+
 fn error_policy<C: Controller>(
     object: Arc<C::Resource>,
-    _err: &Failed,
+    err: &Failed,
     ctx: Arc<Context<C>>,
 ) -> KubeAction {
+    if is_fenced(&err.0) {
+        // Stopping, not failing: the next leader (or our next term) reconciles it afresh.
+        return KubeAction::await_change();
+    }
     let failures = {
         let mut failures = ctx.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let count = failures.entry(ObjectRef::from_obj(&*object)).or_insert(0);
@@ -780,6 +804,47 @@ mod tests {
             cache: Arc::new(cache),
             written: Mutex::default(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_write_refused_by_the_leader_guard_stops_the_reconcile_without_failing() {
+        let object = thing(&[], false, None);
+        let (client, seen) = mock_client(vec![(THING, serde_json::to_value(&object).unwrap())]);
+        // A guard without a tenure: this replica does not lead, every write is refused.
+        let guarded = crate::leader::WriteGuard::new().client(client);
+        let controller = Arc::new(ThingController::default());
+        let ctx = Arc::new(context(
+            controller.clone(),
+            controller.config(),
+            guarded,
+            Descendants::default(),
+        ));
+        let object = Arc::new(object);
+        let err = reconcile(object.clone(), ctx.clone())
+            .await
+            .expect_err("the finalizer's write is refused");
+        assert!(is_fenced(&err.0), "{}", err.0);
+        let seen = seen.lock().unwrap().clone();
+        assert!(
+            seen.iter().all(|s| !s.is_write()),
+            "nothing written: {seen:?}"
+        );
+        assert_eq!(
+            error_policy(object, &err, ctx.clone()),
+            KubeAction::await_change(),
+            "no backoff"
+        );
+        assert!(ctx.failures.lock().unwrap().is_empty());
+        let metrics = ctx.metrics.encode();
+        assert!(!metrics.contains(r#"result="error""#), "{metrics}");
+        assert!(
+            !metrics.contains(r#"controller_runtime_reconcile_errors_total{controller="thing"} 1"#),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(r#"controller_runtime_active_workers{controller="thing"} 0"#),
+            "{metrics}"
+        );
     }
 
     #[tokio::test]
