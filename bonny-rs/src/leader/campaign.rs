@@ -2,7 +2,9 @@
 //! [`Gate`]. Every request goes through a [`LeaseStore`]; every choice of what to write is
 //! made by the pure [`decision`](super::decision) core.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -69,6 +71,8 @@ pub(crate) struct Campaign<S> {
     fresh: bool,
     /// What was last said about an odd Lease, so it is said once, not on every retry.
     spoken: Option<String>,
+    /// The verbs on the Lease the API server refused, with the sentence that says so.
+    refused: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl<S: LeaseStore> Campaign<S> {
@@ -87,6 +91,7 @@ impl<S: LeaseStore> Campaign<S> {
             observation: Observation::default(),
             fresh: false,
             spoken: None,
+            refused: Mutex::default(),
         }
     }
 
@@ -474,19 +479,38 @@ impl<S: LeaseStore> Campaign<S> {
         };
         match &result {
             Err(error @ RequestError::Forbidden { .. }) => {
-                if self.status.set_problem(Some(error.to_string())) {
-                    warn!(lease = %self.ballot.lease_name, "{error}");
-                }
+                self.note_permission(verb, Some(error.to_string()));
             }
             // A timeout proves nothing about permissions either way.
             Err(RequestError::Timeout(_)) => {}
             Ok(_) | Err(RequestError::Conflict(_) | RequestError::Api(_)) => {
-                if self.status.set_problem(None) {
-                    info!(lease = %self.ballot.lease_name, "the lease may be read and written again");
-                }
+                self.note_permission(verb, None);
             }
         }
         result
+    }
+
+    /// Records whether `verb` on the Lease was refused (`Some` with the sentence saying so),
+    /// says so once when that changes, and publishes every refusal as the status' problem.
+    fn note_permission(&self, verb: &'static str, refusal: Option<String>) {
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        let lease = &self.ballot.lease_name;
+        match refusal {
+            Some(sentence) => {
+                if refused.get(verb) != Some(&sentence) {
+                    warn!(%lease, "{sentence}");
+                    refused.insert(verb, sentence);
+                }
+            }
+            None => {
+                if refused.remove(verb).is_some() {
+                    info!(%lease, verb, "the API server allows this request on the lease again");
+                }
+            }
+        }
+        let problem = (!refused.is_empty())
+            .then(|| refused.values().cloned().collect::<Vec<_>>().join("; and "));
+        self.status.set_problem(problem);
     }
 
     /// Logs a failed request: a refused permission was already said once by `call`.

@@ -91,13 +91,9 @@ impl LeaderStatus {
         self.state().last_renewal = Some(at);
     }
 
-    /// Records whether the last Lease request was refused for lack of permission; returns
-    /// true when that changed.
-    pub(crate) fn set_problem(&self, problem: Option<String>) -> bool {
-        let mut state = self.state();
-        let changed = state.problem != problem;
-        state.problem = problem;
-        changed
+    /// Records why Lease requests are refused (`None`: they are not).
+    pub(crate) fn set_problem(&self, problem: Option<String>) {
+        self.state().problem = problem;
     }
 
     pub(crate) fn set_holder(&self, holder: Option<&str>) {
