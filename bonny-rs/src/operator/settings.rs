@@ -6,7 +6,6 @@
 //! | `BONNY_POD_NAMESPACE` | namespace the operator runs in (Lease namespace) | `default` |
 //! | `BONNY_POD_NAME` (else `POD_NAME`) | this replica's identity in the Lease | hostname + random suffix |
 //! | `HOSTNAME` (else `/etc/hostname`) | the hostname in that default identity | `bonny` |
-//! | `BONNY_SERVICE_ACCOUNT` | service account name in generated manifests | the operator name |
 //! | `BONNY_WATCH_NAMESPACES` | comma-separated namespaces to watch | all namespaces |
 //! | `BONNY_HTTP_ADDR` | bind address of `/metrics`, `/healthz`, `/readyz`; `off` disables | `0.0.0.0:8080` |
 //! | `BONNY_SHUTDOWN_TIMEOUT` | grace for in-flight reconciles on stop (`30s`, `500ms`, `2m`) | `30s` |
@@ -31,8 +30,6 @@ pub struct Settings {
     pub pod_name: Option<String>,
     /// `HOSTNAME`; [`from_env`](Self::from_env) falls back to `/etc/hostname`.
     pub hostname: Option<String>,
-    /// `BONNY_SERVICE_ACCOUNT`.
-    pub service_account: Option<String>,
     /// `BONNY_WATCH_NAMESPACES`, split on commas.
     pub watch_namespaces: Option<Vec<String>>,
     /// `BONNY_HTTP_ADDR`: `Some(None)` when set to `off`.
@@ -91,7 +88,6 @@ impl Settings {
             pod_namespace: lookup("BONNY_POD_NAMESPACE"),
             pod_name: lookup("BONNY_POD_NAME").or_else(|| lookup("POD_NAME")),
             hostname: lookup("HOSTNAME"),
-            service_account: lookup("BONNY_SERVICE_ACCOUNT"),
             watch_namespaces: lookup("BONNY_WATCH_NAMESPACES").map(|list| {
                 list.split(',')
                     .map(str::trim)
@@ -151,7 +147,6 @@ mod tests {
             ("BONNY_POD_NAMESPACE", "ops"),
             ("BONNY_POD_NAME", "widgets-0"),
             ("HOSTNAME", "node-1"),
-            ("BONNY_SERVICE_ACCOUNT", "widgets-sa"),
             ("BONNY_WATCH_NAMESPACES", "a, b,,c"),
             ("BONNY_HTTP_ADDR", "127.0.0.1:9000"),
             ("BONNY_SHUTDOWN_TIMEOUT", "5s"),
@@ -166,7 +161,6 @@ mod tests {
         assert_eq!(settings.hostname.as_deref(), Some("node-1"));
         let fallback = Settings::from_lookup(env(&[("POD_NAME", "widgets-1")])).expect("valid");
         assert_eq!(fallback.pod_name.as_deref(), Some("widgets-1"));
-        assert_eq!(settings.service_account.as_deref(), Some("widgets-sa"));
         assert_eq!(
             settings.watch_namespaces,
             Some(vec!["a".into(), "b".into(), "c".into()])
