@@ -56,6 +56,14 @@ impl ReconcileError {
         self.reason
     }
 
+    /// Whether the API server refused the request for lack of permission (403).
+    pub(crate) fn is_forbidden(&self) -> bool {
+        matches!(
+            self.source.downcast_ref::<kube::Error>(),
+            Some(kube::Error::Api(status)) if status.code == 403
+        )
+    }
+
     /// The underlying error.
     pub fn source_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
         &*self.source
@@ -72,14 +80,8 @@ impl fmt::Display for ReconcileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The API server's own words read better than kube's debug dump of its Status.
         if let Some(kube::Error::Api(status)) = self.source.downcast_ref::<kube::Error>() {
-            write!(f, "{}", status.message)?;
-            if status.code == 403 {
-                write!(
-                    f,
-                    "; grant it in the operator's ClusterRole (see `<your-operator> manifests`)"
-                )?;
-            }
-            return Ok(());
+            // The runtime adds where a refused permission is granted (it knows the binary).
+            return write!(f, "{}", status.message);
         }
         write!(f, "{}", self.source)?;
         let mut cause = self.source.source();

@@ -44,6 +44,8 @@ const LIVENESS_GRACE: Duration = Duration::from_secs(5);
 /// A configured operator, ready to [`run`](Operator::run).
 pub struct Operator {
     name: String,
+    /// The binary, as hints name it (`<binary> manifests`).
+    binary: String,
     registrations: Arc<[Box<dyn Registration>]>,
     namespaces: Namespaces,
     client: Option<Client>,
@@ -127,7 +129,9 @@ impl Operator {
             None => Client::try_default().await.map_err(Error::ClientConfig)?,
         };
         for registration in self.registrations.iter() {
-            registration.preflight(&client, &self.namespaces).await?;
+            registration
+                .preflight(&client, &self.namespaces, &self.binary)
+                .await?;
         }
         let server_stop = CancellationToken::new();
         let mut background = JoinSet::new();
@@ -161,6 +165,7 @@ impl Operator {
             },
             metrics: self.metrics.clone(),
             health: self.health.clone(),
+            binary: Arc::from(self.binary.as_str()),
         };
         // With leader election, in-flight reconciles get only what the Lease's margin allows,
         // so they never run on beside the next leader's.
@@ -344,6 +349,7 @@ impl OperatorBuilder {
             .or_else(|| settings.operator_name.clone())
             .or_else(binary_name)
             .unwrap_or_else(|| "bonny-operator".to_owned());
+        let binary = binary_name().unwrap_or_else(|| name.clone());
         let namespaces = match self
             .namespaces
             .or_else(|| settings.watch_namespaces.clone())
@@ -370,7 +376,7 @@ impl OperatorBuilder {
                     }
                 }
                 let defaults = Defaults::new(name.clone())
-                    .binary(binary_name())
+                    .binary(Some(binary.clone()))
                     .pod_name(settings.pod_name.clone())
                     .pod_namespace(settings.pod_namespace.clone())
                     .hostname(settings.hostname.clone());
@@ -394,6 +400,7 @@ impl OperatorBuilder {
             .unwrap_or(Some(SocketAddr::from(DEFAULT_HTTP_ADDR)));
         Ok(Operator {
             name,
+            binary,
             registrations: self.registrations.into(),
             namespaces,
             client: self.client,

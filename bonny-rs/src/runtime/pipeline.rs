@@ -503,6 +503,7 @@ mod tests {
             },
             metrics: metrics.clone(),
             health: Health::default(),
+            binary: Arc::from("thing-operator"),
         };
         let controller = Arc::new(ThingController::default());
         let ctx = Arc::new(Context::new(

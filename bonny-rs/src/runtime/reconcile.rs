@@ -36,6 +36,8 @@ pub(crate) struct Context<C: Controller> {
     failures: Mutex<HashMap<ObjectRef<C::Resource>, u32>>,
     metrics: Metrics,
     written: Written<C::Resource>,
+    /// The operator's binary, named where a refused permission is granted.
+    binary: Arc<str>,
 }
 
 impl<C: Controller> Context<C> {
@@ -58,6 +60,7 @@ impl<C: Controller> Context<C> {
             failures: Mutex::default(),
             metrics: runtime.metrics.clone(),
             written: Written::default(),
+            binary: runtime.binary.clone(),
         }
     }
 }
@@ -92,8 +95,9 @@ pub(crate) async fn reconcile<C: Controller>(
                 tracing::debug!(error = %err, "reconcile stopped: this replica no longer leads");
             }
             Err(err) => {
-                tracing::warn!(error = %err, reason = err.reason(), "reconcile failed");
-                effects.warning_event(err.reason(), truncate(&err.to_string(), 1024));
+                let message = describe(err, &ctx.binary);
+                tracing::warn!(error = %message, reason = err.reason(), "reconcile failed");
+                effects.warning_event(err.reason(), truncate(&message, 1024));
             }
             Ok(_) => {}
         }
@@ -141,6 +145,17 @@ fn into_kube(action: Action, periodic: Option<Duration>) -> KubeAction {
     match action.requeue_after().or(periodic) {
         Some(after) => KubeAction::requeue(after),
         None => KubeAction::await_change(),
+    }
+}
+
+/// The error as its Warning event and log say it: a refused permission names where to grant it.
+fn describe(err: &ReconcileError, binary: &str) -> String {
+    if err.is_forbidden() {
+        format!(
+            "{err}; grant it in the operator's ClusterRole (generate it with `{binary} manifests`)"
+        )
+    } else {
+        err.to_string()
     }
 }
 
@@ -221,6 +236,24 @@ mod tests {
         assert!(err.to_string().contains("boom"));
         let err = panicked(&String::from("owned boom"));
         assert!(err.to_string().contains("owned boom"));
+    }
+
+    #[test]
+    fn a_refused_permission_names_the_binary_that_generates_the_role() {
+        let status = kube::core::Status::failure(
+            "configmaps \"c\" is forbidden: User \"op\" cannot patch resource",
+            "Forbidden",
+        )
+        .with_code(403)
+        .boxed();
+        let forbidden = ReconcileError::from(kube::Error::Api(status));
+        assert_eq!(
+            describe(&forbidden, "widget-operator"),
+            "configmaps \"c\" is forbidden: User \"op\" cannot patch resource; grant it in the \
+             operator's ClusterRole (generate it with `widget-operator manifests`)"
+        );
+        let other = ReconcileError::msg("no");
+        assert_eq!(describe(&other, "widget-operator"), "no");
     }
 
     #[test]
