@@ -18,8 +18,9 @@ use tokio::time::Instant;
 use tower::BoxError;
 use tracing::debug;
 
-/// The text of the generated admission policy's refusal, followed by the Lease name.
-pub(crate) const FENCE_REFUSAL: &str = "this replica does not hold the lease";
+/// How the generated admission policy's refusal begins (the Lease name follows): a 403 with
+/// this message is the server-side fence, retried briefly by the [`WriteGuard`]'s clients.
+pub const FENCE_REFUSAL: &str = "this replica does not hold the lease";
 
 /// Pauses between retries of a write the admission policy refused; 775 ms in total, so a
 /// write is given up well within a second.

@@ -65,5 +65,5 @@ pub use config::{Defaults, Election, LeaderElection, default_identity, default_l
 pub use elector::Elector;
 pub use error::{ConfigError, Error};
 pub use gate::{Closing, Gate};
-pub use guard::{Fenced, WriteGuard};
+pub use guard::{FENCE_REFUSAL, Fenced, WriteGuard};
 pub use status::LeaderStatus;
