@@ -209,6 +209,8 @@ fn every_command_has_help_and_usage_errors_do_not_panic() {
         &["bonny", "gen", "--help"],
         &["bonny", "gen", "controller", "--help"],
         &["bonny", "manifests", "--help"],
+        &["bonny", "dev", "--help"],
+        &["bonny", "control-plane", "--help"],
         &["new", "--help"],
     ] {
         let output = cargo_bonny(dir.path(), args);
