@@ -94,7 +94,8 @@ async fn wait(operator: &mut Child) -> Result<(), Error> {
         _ = terminate.recv() => {}
     }
     say("stopping the operator");
-    // A Ctrl-C in the terminal reached the operator too; a signal sent to us alone did not.
+    // The operator has a process group of its own, so a Ctrl-C in the terminal reached only
+    // us: it gets exactly one SIGTERM (a second one would make it exit at once).
     let pid = operator
         .id()
         .and_then(|id| i32::try_from(id).ok())
@@ -149,6 +150,7 @@ fn spawn_operator(
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .stdin(Stdio::null())
+        .process_group(0)
         .kill_on_drop(true);
     for (var, value) in [
         ("BONNY_HTTP_ADDR", http),

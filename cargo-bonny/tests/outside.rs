@@ -3,8 +3,11 @@
 //!
 //! The packaged crates stand in for crates.io through `[patch.crates-io]` in the temporary
 //! directory's `.cargo/config.toml`, so the scaffold keeps the version requirement a user's
-//! gets (`bonny-rs = "0.1"`). Builds share `target/outside` of this workspace (build output
-//! only; no source is read from the checkout), so dependencies are not compiled cold each run.
+//! gets (`bonny-rs = "0.1"`). The unpacked crates live at a fixed place in the system's
+//! temporary directory, replaced each run (tar keeps their modification times, so unchanged
+//! crates are not rebuilt); each test scaffolds into a temporary directory of its own. Builds
+//! share `target/scaffold` of this workspace with `tests/scaffold.rs` (build output only; no
+//! source is read from the checkout), so dependencies are not compiled cold each run.
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -26,7 +29,7 @@ fn cargo() -> std::ffi::OsString {
 }
 
 fn target_dir() -> PathBuf {
-    Path::new(WORKSPACE).join("target").join("outside")
+    Path::new(WORKSPACE).join("target").join("scaffold")
 }
 
 fn checkout() -> PathBuf {
@@ -77,24 +80,22 @@ fn packaged() -> &'static [PathBuf] {
     })
 }
 
-/// A temporary directory outside the checkout with the unpacked crates and a patch that
-/// makes cargo take them for the crates.io releases.
-struct Outside {
-    dir: tempfile::TempDir,
-}
-
-impl Outside {
-    fn new() -> Outside {
-        let dir = tempfile::Builder::new()
-            .prefix("bonny-outside-")
-            .tempdir()
-            .unwrap();
-        assert!(
-            !dir.path().canonicalize().unwrap().starts_with(checkout()),
-            "the temporary directory must be outside the checkout"
-        );
-        let crates = dir.path().join("crates");
-        std::fs::create_dir(&crates).unwrap();
+/// The unpacked crates and a `.cargo/config.toml` that patches crates.io with them, in the
+/// system's temporary directory: once per test binary, at a place that stays the same between
+/// runs of this checkout (one per checkout, so that two checkouts do not collide).
+fn unpacked() -> &'static Path {
+    static UNPACKED: OnceLock<PathBuf> = OnceLock::new();
+    UNPACKED.get_or_init(|| {
+        let tag: u32 = checkout()
+            .to_string_lossy()
+            .bytes()
+            .fold(2166136261, |hash, byte| {
+                (hash ^ u32::from(byte)).wrapping_mul(16777619)
+            });
+        let root = std::env::temp_dir().join(format!("bonny-rs-outside-{tag:08x}"));
+        let crates = root.join("crates");
+        let _ = std::fs::remove_dir_all(&crates);
+        std::fs::create_dir_all(&crates).unwrap();
         let mut patch = String::from("[patch.crates-io]\n");
         for (name, file) in CRATES.iter().zip(packaged()) {
             run(
@@ -108,8 +109,27 @@ impl Outside {
             let unpacked = crates.join(format!("{name}-{VERSION}"));
             patch.push_str(&format!("{name} = {{ path = {:?} }}\n", unpacked));
         }
-        std::fs::create_dir(dir.path().join(".cargo")).unwrap();
-        std::fs::write(dir.path().join(".cargo").join("config.toml"), patch).unwrap();
+        std::fs::create_dir_all(root.join(".cargo")).unwrap();
+        std::fs::write(root.join(".cargo").join("config.toml"), patch).unwrap();
+        root
+    })
+}
+
+/// A temporary directory outside the checkout, under [`unpacked`]'s, so cargo finds its patch.
+struct Outside {
+    dir: tempfile::TempDir,
+}
+
+impl Outside {
+    fn new() -> Outside {
+        let dir = tempfile::Builder::new()
+            .prefix("project-")
+            .tempdir_in(unpacked())
+            .unwrap();
+        assert!(
+            !dir.path().canonicalize().unwrap().starts_with(checkout()),
+            "the temporary directory must be outside the checkout"
+        );
         Outside { dir }
     }
 
@@ -153,7 +173,7 @@ fn assert_nothing_from_the_checkout(outside: &Outside, root: &Path) {
         &mut outside.cargo_in(root, &["metadata", "--format-version", "1"]),
     );
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let temp = outside.dir.path().canonicalize().unwrap();
+    let temp = unpacked().canonicalize().unwrap();
     let mut local = Vec::new();
     for package in metadata["packages"].as_array().unwrap() {
         let manifest = PathBuf::from(package["manifest_path"].as_str().unwrap());
