@@ -115,20 +115,21 @@ fn unpacked() -> &'static Path {
     })
 }
 
-/// A temporary directory outside the checkout, under [`unpacked`]'s, so cargo finds its patch.
+/// A project directory outside the checkout, under [`unpacked`]'s so that cargo finds its
+/// patch, named after the test: the same path each run keeps one set of build artifacts in
+/// the shared target directory instead of a new one per run. Removed on drop.
 struct Outside {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
 }
 
 impl Outside {
-    fn new() -> Outside {
-        let dir = tempfile::Builder::new()
-            .prefix("project-")
-            .tempdir_in(unpacked())
-            .unwrap();
+    fn new(test: &str) -> Outside {
+        let dir = unpacked().join(test);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
         assert!(
-            !dir.path().canonicalize().unwrap().starts_with(checkout()),
-            "the temporary directory must be outside the checkout"
+            !dir.canonicalize().unwrap().starts_with(checkout()),
+            "the project directory must be outside the checkout"
         );
         Outside { dir }
     }
@@ -141,9 +142,9 @@ impl Outside {
             "cargo bonny new",
             Command::new(BIN)
                 .args(["bonny", "new", "widget-operator"])
-                .current_dir(self.dir.path()),
+                .current_dir(&self.dir),
         );
-        let root = self.dir.path().join("widget-operator");
+        let root = self.dir.join("widget-operator");
         let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("\nbonny-rs = \"0.1\"\n"), "{manifest}");
         // The versions the workspace is tested with, and no resolution against the registry.
@@ -157,12 +158,19 @@ impl Outside {
     }
 
     fn cargo_in(&self, root: &Path, args: &[&str]) -> Command {
+        debug_assert!(root.starts_with(&self.dir));
         let mut command = Command::new(cargo());
         command
             .args(args)
             .current_dir(root)
             .env("CARGO_TARGET_DIR", target_dir());
         command
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -193,7 +201,7 @@ fn assert_nothing_from_the_checkout(outside: &Outside, root: &Path) {
 
 #[test]
 fn packaged_crates_scaffold_an_operator_whose_tests_pass_outside_the_checkout() {
-    let outside = Outside::new();
+    let outside = Outside::new("test");
     let started = Instant::now();
     let root = outside.scaffold();
     assert_nothing_from_the_checkout(&outside, &root);
@@ -272,7 +280,7 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn cargo_bonny_dev_runs_the_scaffold_and_reconciles_an_object_made_with_kubectl() {
-    let outside = Outside::new();
+    let outside = Outside::new("dev");
     let root = outside.scaffold();
     // Compiled before `dev` starts, so that its own deadline is about the control plane.
     run("cargo build", &mut outside.cargo_in(&root, &["build"]));
