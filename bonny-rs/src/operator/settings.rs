@@ -5,7 +5,6 @@
 //! | `BONNY_OPERATOR_NAME` | operator name (Lease and manifest names) | the builder's `.name(..)`, else the binary name |
 //! | `BONNY_POD_NAMESPACE` | namespace the operator runs in (Lease namespace) | `default` |
 //! | `BONNY_POD_NAME` | this replica's identity in the Lease | hostname + random suffix |
-//! | `BONNY_SERVICE_ACCOUNT` | service account name in generated manifests | the operator name |
 //! | `BONNY_WATCH_NAMESPACES` | comma-separated namespaces to watch | all namespaces |
 //! | `BONNY_HTTP_ADDR` | bind address of `/metrics`, `/healthz`, `/readyz`; `off` disables | `0.0.0.0:8080` |
 //! | `BONNY_SHUTDOWN_TIMEOUT` | grace for in-flight reconciles on stop (`30s`, `500ms`, `2m`) | `30s` |
@@ -28,8 +27,6 @@ pub struct Settings {
     pub pod_namespace: Option<String>,
     /// `BONNY_POD_NAME`.
     pub pod_name: Option<String>,
-    /// `BONNY_SERVICE_ACCOUNT`.
-    pub service_account: Option<String>,
     /// `BONNY_WATCH_NAMESPACES`, split on commas.
     pub watch_namespaces: Option<Vec<String>>,
     /// `BONNY_HTTP_ADDR`: `Some(None)` when set to `off`.
@@ -79,7 +76,6 @@ impl Settings {
             operator_name: lookup("BONNY_OPERATOR_NAME"),
             pod_namespace: lookup("BONNY_POD_NAMESPACE"),
             pod_name: lookup("BONNY_POD_NAME"),
-            service_account: lookup("BONNY_SERVICE_ACCOUNT"),
             watch_namespaces: lookup("BONNY_WATCH_NAMESPACES").map(|list| {
                 list.split(',')
                     .map(str::trim)
@@ -138,7 +134,6 @@ mod tests {
             ("BONNY_OPERATOR_NAME", "widgets"),
             ("BONNY_POD_NAMESPACE", "ops"),
             ("BONNY_POD_NAME", "widgets-0"),
-            ("BONNY_SERVICE_ACCOUNT", "widgets-sa"),
             ("BONNY_WATCH_NAMESPACES", "a, b,,c"),
             ("BONNY_HTTP_ADDR", "127.0.0.1:9000"),
             ("BONNY_SHUTDOWN_TIMEOUT", "5s"),
@@ -150,7 +145,6 @@ mod tests {
         assert_eq!(settings.operator_name.as_deref(), Some("widgets"));
         assert_eq!(settings.pod_namespace.as_deref(), Some("ops"));
         assert_eq!(settings.pod_name.as_deref(), Some("widgets-0"));
-        assert_eq!(settings.service_account.as_deref(), Some("widgets-sa"));
         assert_eq!(
             settings.watch_namespaces,
             Some(vec!["a".into(), "b".into(), "c".into()])
