@@ -142,7 +142,17 @@ fn spawn_operator(
     args: &[OsString],
 ) -> Result<Child, Error> {
     let cargo = cargo();
-    let mut command = Command::new(&cargo);
+    // If we are killed without a chance to stop it, the operator gets SIGTERM from the kernel
+    // (Linux's parent-death signal, set by util-linux's `setpriv`; `cargo run` execs the
+    // operator, which keeps it).
+    let mut command = match setpriv() {
+        Some(setpriv) => {
+            let mut command = Command::new(setpriv);
+            command.args(["--pdeathsig", "TERM", "--"]).arg(&cargo);
+            command
+        }
+        None => Command::new(&cargo),
+    };
     command
         .args(["run", "--quiet", "--manifest-path"])
         .arg(manifest)
@@ -167,6 +177,17 @@ fn spawn_operator(
         program: cargo.to_string_lossy().into_owned(),
         source,
     })
+}
+
+/// `setpriv` on PATH, on Linux.
+fn setpriv() -> Option<std::path::PathBuf> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("setpriv"))
+        .find(|candidate| candidate.is_file())
 }
 
 /// Cargo names itself in CARGO when it runs a plugin; use the same toolchain.
