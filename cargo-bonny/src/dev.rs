@@ -10,7 +10,7 @@ use std::{ffi::OsString, io::Write, path::Path, process::Stdio, time::Duration};
 use bonny::testing::{Binaries, TestEnv};
 use tokio::{
     process::{Child, Command},
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
 };
 
 use crate::{cli::DevArgs, error::Error};
@@ -33,6 +33,43 @@ pub fn dev(args: &DevArgs) -> Result<(), Error> {
 }
 
 async fn run(manifest: &Path, args: &DevArgs) -> Result<(), Error> {
+    // From the start: a Ctrl-C while the control plane starts must still remove its files.
+    let mut stop = Stop::listen()?;
+    let (env, binaries) = tokio::select! {
+        started = start(manifest, args) => started?,
+        () = stop.requested() => {
+            say("interrupted before the operator started; nothing left running");
+            return Ok(());
+        }
+    };
+
+    let http = free_loopback_addr()?;
+    let kubeconfig = env.kubeconfig_path();
+    println!(
+        "control plane ready at {}\n\
+         \n  # in another terminal:\
+         \n  export KUBECONFIG={}\
+         \n  export PATH={}:$PATH    # kubectl of the same Kubernetes release\
+         \n  kubectl get crds\
+         \n\nmetrics and probes of the operator: http://{http}/metrics\n\
+         running the operator (cargo run -- run); Ctrl-C stops it and the control plane\n",
+        env.server_url(),
+        kubeconfig.display(),
+        binaries.dir().display(),
+    );
+    std::io::stdout()
+        .flush()
+        .map_err(Error::system("write to stdout"))?;
+
+    let mut operator = spawn_operator(manifest, kubeconfig, &http, &args.args)?;
+    let outcome = wait(&mut operator, &mut stop).await;
+    drop(env);
+    say("control plane stopped, its files removed");
+    outcome
+}
+
+/// Compiles the operator and reads its CRDs, then starts the control plane and installs them.
+async fn start(manifest: &Path, args: &DevArgs) -> Result<(TestEnv, Binaries), Error> {
     // Compile the operator (and see its errors) before the control plane is started.
     say("building the operator and reading its CRDs (cargo run -- manifests --crds)");
     let crds = operator_crds(manifest).await?;
@@ -52,46 +89,41 @@ async fn run(manifest: &Path, args: &DevArgs) -> Result<(), Error> {
     env.install_crds_yaml(&crds)
         .await
         .map_err(Error::ControlPlane)?;
-
-    let http = free_loopback_addr()?;
-    let kubectl = binaries.dir();
-    let kubeconfig = env.kubeconfig_path();
-    println!(
-        "control plane ready at {}\n\
-         \n  # in another terminal:\
-         \n  export KUBECONFIG={}\
-         \n  export PATH={}:$PATH    # kubectl of the same Kubernetes release\
-         \n  kubectl get crds\
-         \n\nmetrics and probes of the operator: http://{http}/metrics\n\
-         running the operator (cargo run -- run); Ctrl-C stops it and the control plane\n",
-        env.server_url(),
-        kubeconfig.display(),
-        kubectl.display(),
-    );
-    std::io::stdout()
-        .flush()
-        .map_err(Error::system("write to stdout"))?;
-
-    let mut operator = spawn_operator(manifest, kubeconfig, &http, &args.args)?;
-    let outcome = wait(&mut operator).await;
-    drop(env);
-    say("control plane stopped, its files removed");
-    outcome
+    Ok((env, binaries))
 }
 
-/// Waits for Ctrl-C or SIGTERM (then stops the operator) or for the operator to exit.
-async fn wait(operator: &mut Child) -> Result<(), Error> {
-    let mut interrupt =
-        signal(SignalKind::interrupt()).map_err(Error::system("listen for SIGINT"))?;
-    let mut terminate =
-        signal(SignalKind::terminate()).map_err(Error::system("listen for SIGTERM"))?;
+/// SIGINT (Ctrl-C) and SIGTERM.
+struct Stop {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Stop {
+    fn listen() -> Result<Stop, Error> {
+        Ok(Stop {
+            interrupt: signal(SignalKind::interrupt())
+                .map_err(Error::system("listen for SIGINT"))?,
+            terminate: signal(SignalKind::terminate())
+                .map_err(Error::system("listen for SIGTERM"))?,
+        })
+    }
+
+    async fn requested(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// Waits for a stop request (then stops the operator) or for the operator to exit.
+async fn wait(operator: &mut Child, stop: &mut Stop) -> Result<(), Error> {
     tokio::select! {
         status = operator.wait() => {
             let status = status.map_err(Error::system("wait for the operator"))?;
             return if status.success() { Ok(()) } else { Err(Error::OperatorExited(status)) };
         }
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+        () = stop.requested() => {}
     }
     say("stopping the operator");
     // The operator has a process group of its own, so a Ctrl-C in the terminal reached only
@@ -109,7 +141,10 @@ async fn wait(operator: &mut Child) -> Result<(), Error> {
             say(&format!("the operator did not stop within {STOP_GRACE:?}; killing it"));
             let _ = operator.kill().await;
         }
-        _ = interrupt.recv() => { let _ = operator.kill().await; }
+        () = stop.requested() => {
+            say("stopping at once");
+            let _ = operator.kill().await;
+        }
     }
     Ok(())
 }
@@ -123,6 +158,7 @@ async fn operator_crds(manifest: &Path) -> Result<String, Error> {
         .args(["--", "manifests", "--crds"])
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
+        .kill_on_drop(true)
         .output()
         .await
         .map_err(|source| Error::Spawn {
