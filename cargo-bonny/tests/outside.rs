@@ -21,7 +21,7 @@ use std::{
 const BIN: &str = env!("CARGO_BIN_EXE_cargo-bonny");
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// The crates a scaffolded operator depends on, directly or through bonny-rs.
-const CRATES: [&str; 2] = ["bonny-rs", "bonny-rs-macros"];
+const CRATES: [&str; 3] = ["bonny-rs", "bonny-rs-macros", "bonny-rs-rules"];
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn cargo() -> std::ffi::OsString {
@@ -196,7 +196,15 @@ fn assert_nothing_from_the_checkout(outside: &Outside, root: &Path) {
         }
     }
     local.sort();
-    assert_eq!(local, ["bonny-rs", "bonny-rs-macros", "widget-operator"]);
+    assert_eq!(
+        local,
+        [
+            "bonny-rs",
+            "bonny-rs-macros",
+            "bonny-rs-rules",
+            "widget-operator"
+        ]
+    );
 }
 
 #[test]
