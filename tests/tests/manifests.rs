@@ -28,7 +28,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, CustomResourceExt,
-    api::{DeleteParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use tokio_util::sync::CancellationToken;
 
