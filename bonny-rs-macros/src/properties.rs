@@ -152,6 +152,12 @@ fn expands_to_items(args: TokenStream) -> Result<(), TestCaseError> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        // Failures found are kept as explicit tests, not in files beside the source.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn arbitrary_tokens_never_panic(args in stream()) {
         expands_to_items(args)?;

@@ -62,14 +62,26 @@ fn string<'v>(value: &'v Value, pointer: &str) -> Option<&'v str> {
 
 /// 64 cases unless `PROPTEST_CASES` asks for another number.
 fn manifest_cases() -> ProptestConfig {
-    if std::env::var_os("PROPTEST_CASES").is_some() {
-        ProptestConfig::default()
+    let cases = if std::env::var_os("PROPTEST_CASES").is_some() {
+        ProptestConfig::default().cases
     } else {
-        ProptestConfig::with_cases(64)
+        64
+    };
+    ProptestConfig { cases, ..config() }
+}
+
+/// proptest's defaults (`PROPTEST_CASES` included); failures found are kept as explicit
+/// tests, not in files beside the source.
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::default()
     }
 }
 
 proptest! {
+    #![proptest_config(config())]
+
     /// `BONNY_*` durations are accepted exactly when the shared grammar accepts them, with the
     /// same value: the verdict the macro gives too.
     #[test]
