@@ -78,7 +78,7 @@ fn config_follows_the_attribute() {
             ),
         ]
     );
-    assert_eq!(config.periodic(), Some(Duration::from_secs(90)));
+    assert_eq!(config.requeue_interval(), Some(Duration::from_secs(90)));
 }
 
 #[test]
@@ -114,6 +114,6 @@ fn crd_false_and_unset_keys() {
         [Rule::new("", ["configmaps"], ["get", "list", "watch"])]
     );
     assert!(matches!(BuiltIn.crd(), Ok(None)));
-    assert_eq!(config.periodic(), None);
+    assert_eq!(config.requeue_interval(), None);
     assert_eq!(config.finalizer_name(), None);
 }
