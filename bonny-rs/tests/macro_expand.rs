@@ -29,7 +29,7 @@ impl<K: Send + Sync> Step<K> for Noop {
 }
 
 /// A second step, to see that the order is kept.
-struct Second(u8);
+struct Second;
 
 impl<K: Send + Sync> Step<K> for Second {
     fn call<'a>(&'a self, _axn: &'a mut Axn<K>) -> StepFuture<'a> {
@@ -55,7 +55,7 @@ fn step_names<K>(steps: &[std::sync::Arc<dyn Step<K>>]) -> Vec<&'static str> {
     requeue_after = "90s",
     backoff(base = "250ms", max = "1m"),
     concurrency = 8,
-    steps = [Noop, Second(3)],
+    steps = [Noop, Second],
     skip_observed_generation,
 )]
 struct WidgetController;
