@@ -3,6 +3,7 @@
 //! operator says which permission is missing.
 #![allow(clippy::unwrap_used)]
 
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bonny::{
@@ -27,8 +28,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, CustomResourceExt,
-    api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
-    discovery::{Scope, pinned_kind},
+    api::{DeleteParams, PostParams},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -54,36 +54,48 @@ fn options() -> Options {
     Options::new("img:1").namespace("ops")
 }
 
-/// Server-side applies every document of a YAML stream, as `kubectl apply --server-side`
-/// would, and returns the `kind/name` of each.
-async fn apply_yaml(client: &Client, yaml: &str) -> Vec<String> {
-    let mut applied = Vec::new();
-    let documents: Vec<DynamicObject> = serde_saphyr::from_multiple(yaml).unwrap();
-    for object in documents {
-        let types = object.types.clone().expect("apiVersion and kind");
-        let gvk = GroupVersionKind::try_from(&types).unwrap();
-        let (resource, capabilities) = pinned_kind(client, &gvk).await.unwrap();
-        let name = object.metadata.name.clone().expect("a name");
-        let api: Api<DynamicObject> = match capabilities.scope {
-            Scope::Namespaced => {
-                let namespace = object.metadata.namespace.as_deref().expect("a namespace");
-                Api::namespaced_with(client.clone(), namespace, &resource)
-            }
-            Scope::Cluster => Api::all_with(client.clone(), &resource),
-        };
-        if let Err(err) = api
-            .patch(
-                &name,
-                &PatchParams::apply("bonny-e2e"),
-                &Patch::Apply(&object),
-            )
-            .await
-        {
-            panic!("the API server refused {} {name}: {err}", types.kind);
-        }
-        applied.push(format!("{}/{name}", types.kind));
-    }
-    applied
+/// `kubectl apply -f - ARGS` of `yaml` on the environment; returns what kubectl printed, one
+/// `resource/name action` per object.
+fn kubectl_apply(env: &TestEnv, yaml: &str, args: &[&str]) -> Vec<String> {
+    use std::io::Write;
+    let mut kubectl = env.kubectl().unwrap();
+    let mut child = kubectl
+        .args(["apply", "-f", "-"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "kubectl apply {args:?} failed ({}):\n{stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout.lines().map(str::to_owned).collect()
+}
+
+/// What `kubectl apply` prints for the generated manifests, followed by `action`.
+fn applied(action: &str) -> Vec<String> {
+    [
+        format!("customresourcedefinition.apiextensions.k8s.io/{WIDGETS}"),
+        format!("serviceaccount/{OPERATOR}"),
+        format!("clusterrole.rbac.authorization.k8s.io/{OPERATOR}"),
+        format!("clusterrolebinding.rbac.authorization.k8s.io/{OPERATOR}"),
+        format!("deployment.apps/{OPERATOR}"),
+    ]
+    .into_iter()
+    .map(|object| format!("{object} {action}"))
+    .collect()
 }
 
 async fn wait_established(client: &Client, name: &str) {
@@ -183,22 +195,16 @@ async fn generated_manifests_apply_and_their_rbac_is_all_the_operator_needs() {
     );
     let manifests = operator.manifests(&options()).unwrap();
 
-    let applied = apply_yaml(&admin, &manifests.to_yaml().unwrap()).await;
-    assert_eq!(
-        applied,
-        [
-            format!("CustomResourceDefinition/{WIDGETS}"),
-            format!("ServiceAccount/{OPERATOR}"),
-            format!("ClusterRole/{OPERATOR}"),
-            format!("ClusterRoleBinding/{OPERATOR}"),
-            format!("Deployment/{OPERATOR}"),
-        ]
-    );
+    // As a user deploys them: first a server-side dry run (every object validated and
+    // admitted, nothing stored), then `kubectl apply -f -`.
+    let yaml = manifests.to_yaml().unwrap();
+    let dry_run = kubectl_apply(&env, &yaml, &["--server-side", "--dry-run=server"]);
+    assert_eq!(dry_run, applied("serverside-applied (server dry run)"));
+    let deployments = Api::<Deployment>::namespaced(admin.clone(), "ops");
+    assert!(deployments.get_opt(OPERATOR).await.unwrap().is_none());
+    assert_eq!(kubectl_apply(&env, &yaml, &[]), applied("created"));
     wait_established(&admin, WIDGETS).await;
-    let deployment = Api::<Deployment>::namespaced(admin.clone(), "ops")
-        .get(OPERATOR)
-        .await
-        .unwrap();
+    let deployment = deployments.get(OPERATOR).await.unwrap();
     let pod = deployment.spec.template.spec.unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some(OPERATOR));
     assert_eq!(pod.containers[0].image.as_deref(), Some("img:1"));
@@ -275,6 +281,49 @@ async fn generated_manifests_apply_and_their_rbac_is_all_the_operator_needs() {
         holder(leases.get_opt(&lease_name).await.unwrap()),
         None,
         "the Lease is released on shutdown"
+    );
+}
+
+/// The README's deploy line, `cargo run -- manifests --image registry/widget-operator:1.0 |
+/// kubectl apply -f -`, with the e2e Widget operator's binary in place of `cargo run --`.
+#[tokio::test]
+async fn the_readme_deploy_line_applies_with_kubectl() {
+    init_tracing();
+    let env = TestEnv::start().await.unwrap();
+    let readme = include_str!("../../README.md");
+    let line = "cargo run -- manifests --image registry/widget-operator:1.0 | kubectl apply -f -";
+    assert!(readme.contains(line), "the README's deploy line changed");
+    let operator = env!("CARGO_BIN_EXE_ops-operator");
+    let kubectl = env.kubectl().unwrap();
+    let pipeline = line
+        .replace("cargo run --", "\"$OPERATOR\"")
+        .replace("kubectl", "\"$KUBECTL\"");
+    let output = Command::new("bash")
+        .args(["-c", &format!("set -euo pipefail; {pipeline}")])
+        .env("OPERATOR", operator)
+        .env("KUBECTL", kubectl.get_program())
+        .env("KUBECONFIG", env.kubeconfig_path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{pipeline} failed ({}):\n{stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("deployment.apps/ops-operator created"),
+        "{stdout}"
+    );
+    let deployment = Api::<Deployment>::namespaced(env.client(), "default")
+        .get("ops-operator")
+        .await
+        .unwrap();
+    let pod = deployment.spec.template.spec.unwrap();
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some("registry/widget-operator:1.0")
     );
 }
 

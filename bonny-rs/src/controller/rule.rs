@@ -42,7 +42,7 @@ impl Rule {
         self.verbs
             .iter()
             .map(String::as_str)
-            .filter(|verb| !KNOWN_VERBS.contains(verb))
+            .filter(|verb| !bonny_rules::verbs::is_known(verb))
             .collect()
     }
 }
