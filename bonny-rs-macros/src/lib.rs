@@ -95,6 +95,8 @@
 
 mod attrs;
 mod expand;
+#[cfg(test)]
+mod properties;
 mod suggest;
 
 use proc_macro::TokenStream;

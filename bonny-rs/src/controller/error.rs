@@ -30,6 +30,19 @@ impl fmt::Display for Message {
 impl StdError for Message {}
 
 impl ReconcileError {
+    /// A failure with an event reason (`PascalCase`, at most 128 characters) and a message,
+    /// without an error type.
+    ///
+    /// ```
+    /// use bonny::controller::ReconcileError;
+    /// let err = ReconcileError::new("SourceMissing", "configmap default/source not found");
+    /// assert_eq!(err.reason(), "SourceMissing");
+    /// assert_eq!(err.to_string(), "configmap default/source not found");
+    /// ```
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::with_reason(reason, Message(message.into()))
+    }
+
     /// A failure described by a message.
     pub fn msg(message: impl Into<String>) -> Self {
         Self::with_reason("ReconcileFailed", Message(message.into()))
