@@ -13,6 +13,7 @@
 //! ```
 
 mod deployment;
+pub mod fence;
 mod rbac;
 mod render;
 
@@ -26,6 +27,7 @@ use k8s_openapi::{
 };
 
 pub use deployment::Options;
+pub use fence::Fence;
 pub use rbac::{KNOWN_VERBS, Rule, merge_rules};
 pub use render::RenderError;
 
@@ -43,6 +45,8 @@ pub struct Manifests {
     /// Binds the ClusterRole in each watched namespace and the operator's own (when only some
     /// namespaces are watched and every resource is namespaced).
     pub role_bindings: Vec<RoleBinding>,
+    /// The leader fence (with leader election, unless [`Options::fence`] turned it off).
+    pub fence: Option<Fence>,
     /// The operator Deployment.
     pub deployment: Deployment,
 }
@@ -101,12 +105,32 @@ impl crate::Operator {
                 Vec::new(),
             ),
         };
+        let fence =
+            self.leader_election()
+                .filter(|_| options.fence)
+                .map(|config| {
+                    let lease_namespace = config
+                        .lease_namespace
+                        .clone()
+                        .unwrap_or_else(|| options.namespace.clone());
+                    let lease_name = config.lease_name.clone().unwrap_or_else(|| {
+                        crate::leader::default_lease_name(&lease_namespace, name)
+                    });
+                    let target = fence::Target {
+                        name,
+                        namespace: &options.namespace,
+                        lease_name: &lease_name,
+                        lease_namespace: &lease_namespace,
+                    };
+                    fence::fence(&target, &merge_rules(rules.iter().cloned()))
+                });
         Ok(Manifests {
             crds,
             service_account: deployment::service_account(name, options),
             cluster_role: deployment::cluster_role(name, rules),
             cluster_role_binding,
             role_bindings,
+            fence,
             deployment: deployment::deployment(name, options, leader_election, watched),
         })
     }
