@@ -225,6 +225,10 @@ async fn apply_fence(env: &TestEnv, fence: &bonny::manifest::Fence) {
     use k8s_openapi::api::admissionregistration::v1::{
         ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     };
+    Api::<Lease>::namespaced(env.client(), NAMESPACE)
+        .create(&PostParams::default(), &fence.lease)
+        .await
+        .unwrap();
     Api::<ValidatingAdmissionPolicy>::all(env.client())
         .create(&PostParams::default(), &fence.policy)
         .await
@@ -267,15 +271,17 @@ async fn the_fence_applies_and_admits_only_the_lease_holder() {
     let bed = Bed::start(true).await;
     let env = &bed.env;
     let lease_name = &bed.lease_name;
-    // No Lease yet: the binding's parameter is missing, and every write is refused.
     let client = |name: &str| {
         let identity = bed.identities[name].clone();
         async move { identity.client().await.unwrap() }
     };
     let first: Api<ConfigMap> = Api::default_namespaced(client(REPLICAS[0]).await);
     let second: Api<ConfigMap> = Api::default_namespaced(client(REPLICAS[1]).await);
+    let admin: Api<ConfigMap> = Api::namespaced(env.client(), NAMESPACE);
+    // The Lease of the manifests has no holder yet: the operator's writes are refused once
+    // the API server has loaded the policy, anyone else's are not.
     eventually(
-        "the policy to refuse writes while the Lease is missing",
+        "the policy to refuse writes while nobody holds the Lease",
         PATIENCE,
         || async {
             match first
@@ -284,40 +290,21 @@ async fn the_fence_applies_and_admits_only_the_lease_holder() {
             {
                 Ok(_) => {
                     // The API server had not loaded the policy yet.
-                    Api::<ConfigMap>::namespaced(env.client(), NAMESPACE)
-                        .delete("early", &Default::default())
-                        .await
-                        .unwrap();
+                    admin.delete("early", &Default::default()).await.unwrap();
                     None
                 }
-                // The binding's `parameterNotFoundAction: Deny` answers 422.
-                Err(kube::Error::Api(s))
-                    if s.code == 422 && s.message.contains("no params found") =>
-                {
-                    Some(())
-                }
+                Err(e) if is_not_holder(&e) => Some(()),
                 Err(e) => panic!("unexpected error: {e}"),
             }
         },
     )
     .await;
-
-    let lease = Lease {
-        metadata: ObjectMeta {
-            name: Some(lease_name.clone()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(k8s_openapi::api::coordination::v1::LeaseSpec {
-            holder_identity: Some(REPLICAS[0].to_owned()),
-            lease_duration_seconds: Some(3600),
-            ..Default::default()
-        }),
-    };
-    Api::<Lease>::namespaced(env.client(), NAMESPACE)
-        .create(&PostParams::default(), &lease)
+    admin
+        .create(&PostParams::default(), &config_map("by-admin"))
         .await
         .unwrap();
 
+    set_holder(env, lease_name, REPLICAS[0]).await;
     // The holder's write lands once the API server sees the Lease; the other's never does.
     eventually("the holder's write to be admitted", PATIENCE, || async {
         first
@@ -380,10 +367,43 @@ async fn the_fence_applies_and_admits_only_the_lease_holder() {
         )
         .await
         .unwrap();
-    Api::<ConfigMap>::namespaced(env.client(), NAMESPACE)
-        .create(&PostParams::default(), &config_map("by-admin"))
+    admin
+        .patch(
+            "by-admin",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"by": "admin"}})),
+        )
         .await
         .unwrap();
+
+    // Without the Lease the binding's parameter is missing, and `parameterNotFoundAction:
+    // Deny` refuses writes to the fenced kinds by everyone (422): why the manifests carry it.
+    Api::<Lease>::namespaced(env.client(), NAMESPACE)
+        .delete(lease_name, &Default::default())
+        .await
+        .unwrap();
+    eventually(
+        "writes to be refused for everyone without the Lease",
+        PATIENCE,
+        || async {
+            match admin
+                .create(&PostParams::default(), &config_map("no-lease"))
+                .await
+            {
+                Ok(_) => {
+                    admin.delete("no-lease", &Default::default()).await.unwrap();
+                    None
+                }
+                Err(kube::Error::Api(s))
+                    if s.code == 422 && s.message.contains("no params found") =>
+                {
+                    Some(())
+                }
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        },
+    )
+    .await;
 
     // The audit log shows both verdicts with the callers' pods.
     let records = eventually("the refused patch in the audit log", PATIENCE, || async {

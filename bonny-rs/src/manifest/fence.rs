@@ -19,6 +19,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     ValidatingAdmissionPolicyBindingSpec, ValidatingAdmissionPolicySpec, Validation,
 };
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 
 use super::Rule;
 
@@ -47,9 +48,19 @@ const NEVER_FENCED: &[(&str, &str)] = &[
     ("events.k8s.io", "events"),
 ];
 
-/// The fence's two objects, in apply order.
+/// The fence's objects, in apply order.
+///
+/// The Lease comes first, without a holder: the API server looks the binding's parameter up
+/// before it evaluates the policy's match conditions, so while the Lease is missing,
+/// `parameterNotFoundAction: Deny` refuses writes to the fenced kinds by *everyone* (with
+/// code 422, "no params found"), not only by the operator. With the Lease in place, only the
+/// operator's service account is checked. An empty Lease is safe to apply again (it sets no
+/// field the elector writes); the first replica takes it over once a lease duration has
+/// passed without a holder.
 #[derive(Clone, Debug, Default)]
 pub struct Fence {
+    /// The operator's Lease, without a holder: the policy's parameter exists from the start.
+    pub lease: Lease,
     /// Refuses the operator's writes unless the caller's pod holds the Lease.
     pub policy: ValidatingAdmissionPolicy,
     /// Binds the policy to the operator's Lease (its parameter).
@@ -161,7 +172,25 @@ pub(crate) fn fence(target: &Target<'_>, rules: &[Rule]) -> Fence {
             ..ValidatingAdmissionPolicyBindingSpec::default()
         },
     };
-    Fence { policy, binding }
+    let lease = Lease {
+        metadata: {
+            let mut meta = meta(&format!(
+                "Leader election Lease of {}, created empty with the leader fence so that the \
+                 fence's parameter exists before the first replica runs (without it, the fence \
+                 refuses writes to the fenced kinds by every user). The replicas fill it in.",
+                target.name
+            ));
+            meta.name = Some(target.lease_name.to_owned());
+            meta.namespace = Some(target.lease_namespace.to_owned());
+            meta
+        },
+        spec: Some(LeaseSpec::default()),
+    };
+    Fence {
+        lease,
+        policy,
+        binding,
+    }
 }
 
 /// The resources the operator may write, by API group: every resource of a rule with a write

@@ -80,6 +80,7 @@ impl Manifests {
             docs.push(document(format!("role-binding-{namespace}.yaml"), binding)?);
         }
         if let Some(fence) = &self.fence {
+            docs.push(document("leader-fence-lease.yaml".into(), &fence.lease)?);
             docs.push(document("leader-fence-policy.yaml".into(), &fence.policy)?);
             docs.push(document(
                 "leader-fence-binding.yaml".into(),
