@@ -444,6 +444,11 @@ struct Freeze {
     stale_attempts: usize,
     /// Of those, the ones the API server accepted.
     stale_landed: usize,
+    /// The answers to them.
+    stale_codes: Vec<u16>,
+    /// Answers, completed after the successor's first write, to writes the leader sent before
+    /// it was frozen.
+    delayed_codes: Vec<u16>,
     /// Writes by the successor the API server refused after the takeover.
     successor_refused: usize,
 }
@@ -566,11 +571,17 @@ async fn frozen_leader(fence: bool) {
         let in_window = |r: &&AuditRecord| {
             r.completed > *first && window_end.is_none_or(|end| r.request_received < end)
         };
-        let stale: Vec<&AuditRecord> = records
+        let late: Vec<&AuditRecord> = records
             .iter()
             .filter(in_window)
             .filter(|r| r.pod_name() == Some(leader))
             .collect();
+        // Sent after the resume (a frozen process sends nothing, so: received after the
+        // SIGSTOP). A write received before the freeze whose answer completed late (the
+        // frozen client did not read it) was stored while this replica still led.
+        let (stale, delayed): (Vec<&AuditRecord>, Vec<&AuditRecord>) = late
+            .into_iter()
+            .partition(|r| r.request_received > *stopped);
         let successor_refused = records
             .iter()
             .filter(|r| {
@@ -585,19 +596,24 @@ async fn frozen_leader(fence: bool) {
             takeover: Duration::try_from(takeover).unwrap_or_default(),
             stale_attempts: stale.len(),
             stale_landed: stale.iter().filter(|r| r.succeeded()).count(),
+            stale_codes: stale.iter().map(|r| r.code.unwrap_or_default()).collect(),
+            delayed_codes: delayed.iter().map(|r| r.code.unwrap_or_default()).collect(),
             successor_refused,
         });
     }
     for (i, f) in results.iter().enumerate() {
         println!(
-            "freeze {}: {} -> {} in {:?}; stale writes reaching the API server {}, landed {}; \
-             successor writes refused {}",
+            "freeze {}: {} -> {} in {:?}; stale writes reaching the API server {} (codes \
+             {:?}), landed {}; answers to writes sent before the freeze completed late: \
+             {:?}; successor writes refused {}",
             i + 1,
             f.leader,
             f.successor,
             f.takeover,
             f.stale_attempts,
+            f.stale_codes,
             f.stale_landed,
+            f.delayed_codes,
             f.successor_refused
         );
         // Frozen at least until the lease ran out: the successor could not write earlier.

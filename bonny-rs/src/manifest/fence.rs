@@ -11,6 +11,20 @@
 //! passes `metadata.name` as `BONNY_POD_NAME`), and the replica authenticates with the token
 //! its pod gets by default. Outside a pod (a person's kubeconfig, a legacy token) every write
 //! is refused: turn the fence off with [`Options::fence`](super::Options::fence) there.
+//! (The operator does not yet check at startup that its identity can be a pod name; a
+//! replica whose identity is not its pod's name has every fenced write refused.)
+//!
+//! What a refusal looks like: `403 Forbidden`, message `ValidatingAdmissionPolicy
+//! '<name>-leader-fence' with binding '<name>-leader-fence' denied request: this replica
+//! does not hold the lease <lease>` ([`NOT_HOLDER_MESSAGE`]). Without the Lease, `422
+//! Invalid`, "no params found for policy binding" (see [`Fence`]). Right after a takeover the
+//! API server may still see the old holder for a moment (it reads the Lease from its own
+//! cache), so a new leader's first writes can be refused and are worth a short retry.
+//!
+//! What it does not cover: CEL has no clock, so a holder whose lease ran out can still
+//! write until a successor has written the Lease (the client guard covers that time); with
+//! several API servers each checks against its own cache; writes by other users (people,
+//! other controllers) and to Leases and Events are never checked.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -301,6 +315,15 @@ mod tests {
         assert_eq!(excluded, ["leases", "events", "events"]);
         let param = spec.param_kind.expect("param kind");
         assert_eq!(param.kind.as_deref(), Some("Lease"));
+
+        assert_eq!(
+            (
+                fence.lease.metadata.name.as_deref(),
+                fence.lease.metadata.namespace.as_deref()
+            ),
+            (Some("ops-widget-operator"), Some("ops"))
+        );
+        assert_eq!(fence.lease.spec, Some(LeaseSpec::default()), "no holder");
 
         let binding = fence.binding.spec;
         assert_eq!(binding.policy_name, "widget-operator-leader-fence");

@@ -1,4 +1,5 @@
-//! Deployment manifests generated from the operator's registrations: CRDs, RBAC, Deployment.
+//! Deployment manifests generated from the operator's registrations: CRDs, RBAC, Deployment,
+//! and with leader election the leader [`fence`].
 //!
 //! Nothing is listed twice: the CRDs come from the controllers' resources, the ClusterRole from
 //! their declared rules plus what the SDK itself needs, and the Deployment from the operator's
