@@ -2,8 +2,6 @@
 
 use std::net::SocketAddr;
 
-use crate::controller::Object;
-
 /// Why the operator could not start or had to stop.
 ///
 /// `Debug` prints the same sentence as `Display`, so `fn main() -> Result<(), bonny::Error>`
@@ -11,9 +9,26 @@ use crate::controller::Object;
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The builder or the environment holds a setting that cannot work.
+    /// The operator was built without a controller.
+    #[error(
+        "invalid configuration: the operator has no controllers; add one with \
+         Operator::builder().controller(..)"
+    )]
+    NoControllers,
+
+    /// The leader election settings cannot work.
     #[error("invalid configuration: {0}")]
-    Config(String),
+    LeaderConfig(#[from] crate::leader::ConfigError),
+
+    /// The leader election settings, some taken from the environment, cannot work.
+    #[error("invalid configuration: {source} (set from {vars})")]
+    LeaderConfigFromEnv {
+        /// The rule the settings break.
+        #[source]
+        source: crate::leader::ConfigError,
+        /// The variables the settings came from, with their values.
+        vars: String,
+    },
 
     /// The command line did not parse.
     #[error("{0}")]
@@ -41,37 +56,10 @@ pub enum Error {
     )]
     ClientConfig(#[source] kube::Error),
 
-    /// A reconciled resource is not served by the API server.
-    #[error(
-        "the custom resource {resource} is not installed in the cluster (the API server answered 404 \
-         for it); install its CRD first, e.g. `<your-operator> manifests --crds | kubectl apply -f -`"
-    )]
-    CrdNotInstalled {
-        /// `plural.group` of the resource.
-        resource: String,
-    },
-
-    /// The operator's identity lacks a permission it needs.
-    #[error(
-        "forbidden: the operator may not {verb} {resource}{scope}: {message}; grant it in the \
-         operator's ClusterRole (generate it with `<your-operator> manifests`)"
-    )]
-    Forbidden {
-        /// The verb that was refused.
-        verb: &'static str,
-        /// `plural.group` of the resource.
-        resource: String,
-        /// ` in namespace X`, or empty.
-        scope: String,
-        /// The API server's message.
-        message: String,
-    },
-
-    /// The API server could not be reached or answered with an unexpected error.
-    #[error(
-        "the Kubernetes API server could not be reached or failed: {0}; check KUBECONFIG and the network"
-    )]
-    Api(#[source] kube::Error),
+    /// A controller could not start: a resource not installed or not permitted, or the API
+    /// server unreachable.
+    #[error(transparent)]
+    Startup(#[from] crate::runtime::StartupError),
 
     /// The HTTP server for metrics and probes could not bind.
     #[error(
@@ -90,48 +78,12 @@ pub enum Error {
     Leader(#[from] crate::leader::Error),
 
     /// The CRD versions declared for a controller do not merge.
-    #[error("the CRD versions of controller {controller} do not merge: {source}")]
-    Crd {
-        /// The controller.
-        controller: String,
-        /// Why.
-        #[source]
-        source: kube::core::crd::MergeError,
-    },
+    #[error(transparent)]
+    Crd(#[from] crate::manifest::CrdMergeError),
 }
 
 impl std::fmt::Debug for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(self, f)
-    }
-}
-
-impl Error {
-    pub(crate) fn from_preflight<K: Object>(err: kube::Error, namespace: Option<&str>) -> Self {
-        Self::from_preflight_of(
-            err,
-            crate::controller::runner::resource_name::<K>(),
-            namespace,
-        )
-    }
-
-    /// An error of the startup LIST of `resource` (`plural.group`).
-    pub(crate) fn from_preflight_of(
-        err: kube::Error,
-        resource: String,
-        namespace: Option<&str>,
-    ) -> Self {
-        match err {
-            kube::Error::Api(status) if status.code == 404 => Self::CrdNotInstalled { resource },
-            kube::Error::Api(status) if status.code == 403 => Self::Forbidden {
-                verb: "list",
-                resource,
-                scope: namespace
-                    .map(|ns| format!(" in namespace {ns}"))
-                    .unwrap_or_default(),
-                message: status.message,
-            },
-            other => Self::Api(other),
-        }
     }
 }

@@ -41,6 +41,7 @@ pub mod leader;
 pub mod manifest;
 pub mod observe;
 pub mod operator;
+pub mod runtime;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -56,9 +57,9 @@ pub use kube;
 /// The names an operator author needs in scope.
 pub mod prelude {
     pub use crate::controller::{
-        Action, Axn, Backoff, Config, Controller, Flow, Phase, Reconcile, ReconcileError, Step,
+        Action, Axn, Backoff, Config, Controller, Flow, Phase, Reconcile, ReconcileError, Rule,
+        Step,
     };
-    pub use crate::manifest::Rule;
     pub use crate::operator::Operator;
 }
 

@@ -79,7 +79,7 @@ fn config_follows_the_attribute() {
             ),
         ]
     );
-    assert_eq!(config.periodic(), Some(Duration::from_secs(90)));
+    assert_eq!(config.requeue_interval(), Some(Duration::from_secs(90)));
 }
 
 #[test]
@@ -116,6 +116,6 @@ fn macro_and_runtime_know_the_same_verbs() {
     assert_eq!(config.rules()[0].verbs, KNOWN_VERBS);
     assert!(config.rules()[0].unknown_verbs().is_empty());
     assert!(matches!(EveryVerb.crd(), Ok(None)));
-    assert_eq!(config.periodic(), None);
+    assert_eq!(config.requeue_interval(), None);
     assert_eq!(config.finalizer_name(), None);
 }

@@ -341,7 +341,10 @@ async fn a_missing_crd_is_named_with_the_command_that_installs_it() {
         .unwrap_err();
     let message = err.to_string();
     assert!(
-        matches!(err, bonny::Error::CrdNotInstalled { .. }),
+        matches!(
+            err,
+            bonny::Error::Startup(bonny::runtime::StartupError::CrdNotInstalled { .. })
+        ),
         "{message}"
     );
     assert!(

@@ -297,7 +297,13 @@ async fn refused_at_startup(
         .unwrap()
         .unwrap_err();
     let message = err.to_string();
-    assert!(matches!(err, bonny::Error::Forbidden { .. }), "{message}");
+    assert!(
+        matches!(
+            err,
+            bonny::Error::Startup(bonny::runtime::StartupError::Forbidden { .. })
+        ),
+        "{message}"
+    );
     message
 }
 

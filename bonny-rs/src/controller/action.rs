@@ -32,11 +32,4 @@ impl Action {
     pub const fn requeue_after(&self) -> Option<Duration> {
         self.requeue_after
     }
-
-    pub(crate) fn into_kube(self, periodic: Option<Duration>) -> kube::runtime::controller::Action {
-        match self.requeue_after.or(periodic) {
-            Some(after) => kube::runtime::controller::Action::requeue(after),
-            None => kube::runtime::controller::Action::await_change(),
-        }
-    }
 }

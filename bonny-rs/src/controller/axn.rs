@@ -11,7 +11,7 @@ use kube::{
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Action, Object, ReconcileError, cache::Descendants};
+use super::{Action, Object, ReconcileError};
 
 /// Whether the object is being brought up to date or cleaned up before deletion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,43 +31,81 @@ pub(crate) struct Descendant {
     pub(crate) body: Value,
 }
 
-type AfterProcessed = Box<dyn FnOnce(Result<&Action, &ReconcileError>) + Send + Sync>;
+/// A callback to run once processing of the object ends, with its outcome.
+pub(crate) type AfterProcessed = Box<dyn FnOnce(Result<&Action, &ReconcileError>) + Send + Sync>;
 
 /// The action context of one reconcile (Bonny's `Axn`).
 ///
 /// It carries the object and the phase, and gathers what the reconcile wants done: descendants
 /// to apply, the status to write, events to publish and callbacks to run when processing ends.
-/// The runtime's steps act on those after `apply`/`cleanup` returns, and write nothing when the
-/// cluster already matches.
+/// The runtime takes those out, by value, after `apply`/`cleanup` returns and acts on them,
+/// writing nothing when the cluster already matches.
 pub struct Axn<K> {
     object: Arc<K>,
     phase: Phase,
     client: Client,
     controller: Arc<str>,
-    pub(crate) cache: Arc<Descendants>,
+    descendants: Vec<Descendant>,
+    status: Option<Value>,
+    events: Vec<Event>,
+    after: Vec<AfterProcessed>,
+}
+
+/// What a reconcile asked for, taken out of its [`Axn`] by value once the author's code ran.
+pub(crate) struct Effects<K> {
+    /// The object as the last write of this reconcile returned it (else as the watch showed it).
+    pub(crate) object: Arc<K>,
+    pub(crate) phase: Phase,
     pub(crate) descendants: Vec<Descendant>,
     pub(crate) status: Option<Value>,
     pub(crate) events: Vec<Event>,
     pub(crate) after: Vec<AfterProcessed>,
 }
 
+impl<K> Effects<K> {
+    /// Queue a Warning event about the object, as [`Axn::warning_event`] would have.
+    pub(crate) fn warning_event(&mut self, reason: &str, note: impl Into<String>) {
+        self.events
+            .push(event(self.phase, EventType::Warning, reason, note.into()));
+    }
+}
+
+fn event(phase: Phase, type_: EventType, reason: &str, note: String) -> Event {
+    Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: match phase {
+            Phase::Apply => "Reconcile".to_owned(),
+            Phase::Cleanup => "Cleanup".to_owned(),
+        },
+        secondary: None,
+    }
+}
+
 impl<K: Object> Axn<K> {
-    pub(crate) fn new(
-        object: Arc<K>,
-        client: Client,
-        controller: Arc<str>,
-        cache: Arc<Descendants>,
-    ) -> Self {
+    pub(crate) fn new(object: Arc<K>, client: Client, controller: Arc<str>) -> Self {
         Self {
             object,
             phase: Phase::Apply,
             client,
             controller,
-            cache,
             descendants: Vec::new(),
             status: None,
             events: Vec::new(),
             after: Vec::new(),
+        }
+    }
+
+    /// Everything this reconcile asked for, for the runtime to act on.
+    pub(crate) fn into_effects(self) -> Effects<K> {
+        Effects {
+            object: self.object,
+            phase: self.phase,
+            descendants: self.descendants,
+            status: self.status,
+            events: self.events,
+            after: self.after,
         }
     }
 
@@ -79,10 +117,6 @@ impl<K: Object> Axn<K> {
     /// The object as a write of this reconcile returned it.
     pub(crate) fn set_object(&mut self, object: K) {
         self.object = Arc::new(object);
-    }
-
-    pub(crate) fn object_arc(&self) -> Arc<K> {
-        self.object.clone()
     }
 
     /// The object's name.
@@ -216,16 +250,8 @@ impl<K: Object> Axn<K> {
     }
 
     fn event(&mut self, type_: EventType, reason: &str, note: impl Into<String>) -> &mut Self {
-        self.events.push(Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note.into()),
-            action: match self.phase {
-                Phase::Apply => "Reconcile".to_owned(),
-                Phase::Cleanup => "Cleanup".to_owned(),
-            },
-            secondary: None,
-        });
+        self.events
+            .push(event(self.phase, type_, reason, note.into()));
         self
     }
 

@@ -1,16 +1,11 @@
 //! A controller's declaration, built once and read by the runtime and the manifest generator.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
 
 use k8s_openapi::NamespaceResourceScope;
-use kube::{
-    Client, Resource,
-    api::ApiResource,
-    runtime::{Controller as KubeController, WatchStreamExt, reflector, watcher},
-};
+use kube::{Resource, api::ApiResource};
 
-use super::{Backoff, Object, Scope, Step, cache::Descendants};
-use crate::manifest::Rule;
+use super::{Backoff, Object, Rule, Step};
 
 /// How a controller is set up: finalizer, owned kinds, RBAC rules, extra steps, intervals.
 ///
@@ -18,15 +13,15 @@ use crate::manifest::Rule;
 /// [`Controller::config`](super::Controller::config).
 #[must_use]
 pub struct Config<K: Object> {
-    pub(crate) name: Option<String>,
-    pub(crate) finalizer: Option<String>,
-    pub(crate) owns: Vec<OwnedKind<K>>,
-    pub(crate) rules: Vec<Rule>,
-    pub(crate) steps: Vec<Arc<dyn Step<K>>>,
-    pub(crate) requeue_after: Option<Duration>,
-    pub(crate) skip_observed_generation: bool,
-    pub(crate) backoff: Backoff,
-    pub(crate) concurrency: u16,
+    name: Option<String>,
+    finalizer: Option<String>,
+    owns: Vec<OwnedKind<K>>,
+    rules: Vec<Rule>,
+    steps: Vec<Arc<dyn Step<K>>>,
+    requeue_after: Option<Duration>,
+    skip_observed_generation: bool,
+    backoff: Backoff,
+    concurrency: u16,
 }
 
 impl<K: Object> Default for Config<K> {
@@ -141,9 +136,29 @@ impl<K: Object> Config<K> {
         &self.rules
     }
 
-    /// The periodic reconcile interval, if any.
-    pub fn periodic(&self) -> Option<Duration> {
+    /// The author's steps, in the order added (they run after the built-in ones).
+    pub fn steps(&self) -> &[Arc<dyn Step<K>>] {
+        &self.steps
+    }
+
+    /// How often every object is reconciled even when nothing changed, if set.
+    pub fn requeue_interval(&self) -> Option<Duration> {
         self.requeue_after
+    }
+
+    /// Whether `apply` is skipped for an already observed generation.
+    pub fn skips_observed_generation(&self) -> bool {
+        self.skip_observed_generation
+    }
+
+    /// The retry policy for failed reconciles.
+    pub fn backoff_policy(&self) -> Backoff {
+        self.backoff
+    }
+
+    /// How many objects may be reconciled at once (0: no limit).
+    pub fn concurrency_limit(&self) -> u16 {
+        self.concurrency
     }
 }
 
@@ -162,12 +177,10 @@ impl<K: Object> fmt::Debug for Config<K> {
     }
 }
 
-type Attach<K> = fn(KubeController<K>, Client, Option<&str>, &mut Descendants) -> KubeController<K>;
-
 /// A kind of descendant a controller owns and watches.
 pub struct OwnedKind<K: Object> {
     resource: ApiResource,
-    attach: Attach<K>,
+    owner: PhantomData<fn() -> K>,
 }
 
 impl<K: Object> OwnedKind<K> {
@@ -177,7 +190,7 @@ impl<K: Object> OwnedKind<K> {
     {
         Self {
             resource: ApiResource::erase::<Child>(&()),
-            attach: attach::<K, Child>,
+            owner: PhantomData,
         }
     }
 
@@ -185,24 +198,13 @@ impl<K: Object> OwnedKind<K> {
     pub fn api_resource(&self) -> &ApiResource {
         &self.resource
     }
-
-    /// Watch this kind for `controller`, keeping the watched objects in `cache`.
-    pub(crate) fn attach(
-        &self,
-        controller: KubeController<K>,
-        client: Client,
-        namespace: Option<&str>,
-        cache: &mut Descendants,
-    ) -> KubeController<K> {
-        (self.attach)(controller, client, namespace, cache)
-    }
 }
 
 impl<K: Object> Clone for OwnedKind<K> {
     fn clone(&self) -> Self {
         Self {
             resource: self.resource.clone(),
-            attach: self.attach,
+            owner: PhantomData,
         }
     }
 }
@@ -214,26 +216,4 @@ impl<K: Object> fmt::Debug for OwnedKind<K> {
             .field("kind", &self.resource.kind)
             .finish()
     }
-}
-
-fn attach<K, Child>(
-    controller: KubeController<K>,
-    client: Client,
-    namespace: Option<&str>,
-    cache: &mut Descendants,
-) -> KubeController<K>
-where
-    K: Object,
-    Child: Object + Resource<Scope = NamespaceResourceScope>,
-{
-    // One watch both triggers the owner's reconcile and fills the cache the descendant step
-    // reads, so an unchanged descendant costs no request at all.
-    let api = <Child as Resource>::Scope::api::<Child>(client, namespace);
-    let (reader, writer) = reflector::store::<Child>();
-    cache.add(reader);
-    let events = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
-    controller.owns_stream(events)
 }

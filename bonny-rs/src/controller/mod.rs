@@ -1,5 +1,8 @@
-//! Controllers: what an author declares ([`Controller`]), writes ([`Reconcile`]) and what the
-//! runtime threads through each reconcile ([`Axn`], [`Step`]).
+//! The author's contract: what an author declares ([`Controller`], [`Config`], [`Rule`]), writes
+//! ([`Reconcile`], [`Step`]) and reads and asks for in each reconcile ([`Axn`]).
+//!
+//! This module imports nothing else of the crate; the runtime that runs controllers on
+//! kube-runtime sits above it.
 //!
 //! A controller is normally declared with the [`controller`](macro@crate::controller) attribute macro,
 //! which expands to an implementation of [`Controller`]. Writing it by hand is just as valid:
@@ -33,14 +36,12 @@
 mod action;
 mod axn;
 mod backoff;
-mod cache;
 mod condition;
 mod config;
 mod error;
-pub(crate) mod runner;
+mod rule;
 mod scope;
 mod step;
-pub mod steps;
 
 use std::{fmt::Debug, future::Future};
 
@@ -50,10 +51,12 @@ use serde::{Serialize, de::DeserializeOwned};
 
 pub use action::Action;
 pub use axn::{Axn, Phase};
+pub(crate) use axn::{Descendant, Effects};
 pub use backoff::Backoff;
 pub use condition::set_condition;
 pub use config::{Config, OwnedKind};
 pub use error::ReconcileError;
+pub use rule::{KNOWN_VERBS, Rule};
 pub use scope::Scope;
 pub use step::{Flow, Step, StepFuture};
 

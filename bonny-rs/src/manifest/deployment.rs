@@ -183,7 +183,6 @@ pub(crate) fn deployment(
         value_env("BONNY_OPERATOR_NAME", name),
         field_env("BONNY_POD_NAME", "metadata.name"),
         field_env("BONNY_POD_NAMESPACE", "metadata.namespace"),
-        field_env("BONNY_SERVICE_ACCOUNT", "spec.serviceAccountName"),
         value_env(
             "BONNY_HTTP_ADDR",
             &format!("0.0.0.0:{}", options.metrics_port),

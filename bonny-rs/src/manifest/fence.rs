@@ -82,19 +82,52 @@ pub struct Fence {
 }
 
 /// Where the operator runs and which Lease it campaigns for.
-pub(crate) struct Target<'a> {
+struct Target<'a> {
     /// The operator's name: also its service account's name and the policy's prefix.
-    pub(crate) name: &'a str,
+    name: &'a str,
     /// The namespace of its service account.
-    pub(crate) namespace: &'a str,
+    namespace: &'a str,
     /// The Lease's name.
-    pub(crate) lease_name: &'a str,
+    lease_name: &'a str,
     /// The Lease's namespace.
-    pub(crate) lease_namespace: &'a str,
+    lease_namespace: &'a str,
+}
+
+/// The fence of operator `name` deployed with `options`: the Lease its replicas will campaign
+/// for there, and the kinds its RBAC `rules` let it write.
+///
+/// `election` was resolved where the manifests are generated, usually outside a pod: a Lease
+/// namespace it took from no setting (`default`) becomes the Deployment's namespace, as the
+/// deployed replicas will resolve it from their pod's, and a default Lease name follows.
+pub(crate) fn for_operator(
+    name: &str,
+    election: &crate::leader::Election,
+    options: &super::Options,
+    rules: &[Rule],
+) -> Fence {
+    use crate::leader::default_lease_name;
+    let configured_namespace = election.lease_namespace();
+    let lease_namespace = if configured_namespace == "default" {
+        options.namespace.clone()
+    } else {
+        configured_namespace.to_owned()
+    };
+    let lease_name = if election.lease_name() == default_lease_name(configured_namespace, name) {
+        default_lease_name(&lease_namespace, name)
+    } else {
+        election.lease_name().to_owned()
+    };
+    let target = Target {
+        name,
+        namespace: &options.namespace,
+        lease_name: &lease_name,
+        lease_namespace: &lease_namespace,
+    };
+    fence(&target, &super::merge_rules(rules.iter().cloned()))
 }
 
 /// The fence for the operator at `target` whose RBAC `rules` say what it writes.
-pub(crate) fn fence(target: &Target<'_>, rules: &[Rule]) -> Fence {
+fn fence(target: &Target<'_>, rules: &[Rule]) -> Fence {
     let name = format!("{}-leader-fence", target.name);
     let meta = |description: &str| {
         let mut meta = super::deployment::meta(target.name, None);

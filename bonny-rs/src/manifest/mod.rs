@@ -5,6 +5,8 @@
 //! their declared rules plus what the SDK itself needs, and the Deployment from the operator's
 //! name and settings.
 //!
+//! They are reached through the operator, which knows its controllers:
+//!
 //! ```no_run
 //! # fn show(operator: &bonny::Operator) -> Result<(), bonny::Error> {
 //! use bonny::manifest::Options;
@@ -27,10 +29,24 @@ use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 
+use crate::leader::Election;
+use crate::runtime::{Namespaces, Registration, rbac::sdk_rules};
+
 pub use deployment::Options;
 pub use fence::Fence;
 pub use rbac::{KNOWN_VERBS, Rule, merge_rules};
 pub use render::RenderError;
+
+/// The CRD versions declared for a controller do not merge.
+#[derive(Debug, thiserror::Error)]
+#[error("the CRD versions of controller {controller} do not merge: {source}")]
+pub struct CrdMergeError {
+    /// The controller.
+    pub controller: String,
+    /// Why.
+    #[source]
+    pub source: kube::core::crd::MergeError,
+}
 
 /// Every manifest an operator needs, in apply order.
 #[derive(Clone, Debug, Default)]
@@ -52,87 +68,67 @@ pub struct Manifests {
     pub deployment: Deployment,
 }
 
-impl crate::Operator {
-    /// The manifests that deploy this operator: CRDs, RBAC and the Deployment.
-    ///
-    /// # Errors
-    /// [`Error::Crd`](crate::Error::Crd) when a controller's CRD versions do not merge.
-    pub fn manifests(&self, options: &Options) -> Result<Manifests, crate::Error> {
-        use crate::operator::Namespaces;
-
-        let name = self.name();
-        let mut crds = Vec::new();
-        let mut rules = Vec::new();
-        let mut cluster_scoped = false;
-        for registration in self.registrations() {
-            if let Some(crd) = registration.crd().map_err(|source| crate::Error::Crd {
-                controller: registration.name().to_owned(),
-                source,
-            })? {
-                crds.push(crd);
-            }
-            rules.extend(registration.rules());
-            cluster_scoped |= !registration.namespaced();
+/// The manifests that deploy operator `name` with these controllers: CRDs, RBAC (the SDK's own
+/// rules and the authors') and the Deployment.
+pub(crate) fn build(
+    name: &str,
+    registrations: &[Box<dyn Registration>],
+    namespaces: &Namespaces,
+    leader: Option<&Election>,
+    options: &Options,
+) -> Result<Manifests, CrdMergeError> {
+    let leader_election = leader.is_some();
+    let mut crds = Vec::new();
+    let mut rules = sdk_rules(
+        registrations
+            .iter()
+            .map(|registration| registration.kinds()),
+        leader_election,
+    );
+    let mut cluster_scoped = false;
+    for registration in registrations {
+        if let Some(crd) = registration.crd().map_err(|source| CrdMergeError {
+            controller: registration.name().to_owned(),
+            source,
+        })? {
+            crds.push(crd);
         }
-        crds.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        crds.dedup_by(|a, b| a.metadata.name == b.metadata.name);
-        rules.push(Rule::new("events.k8s.io", ["events"], ["create", "patch"]));
-        let leader_election = self.leader_election().is_some();
-        if leader_election {
-            rules.push(Rule::new(
-                "coordination.k8s.io",
-                ["leases"],
-                ["get", "list", "watch", "create", "update", "patch"],
-            ));
-        }
-        let watched = match self.namespaces() {
-            Namespaces::All => None,
-            Namespaces::List(list) => Some(list.as_slice()),
-        };
-        let (cluster_role_binding, role_bindings) = match watched {
-            Some(list) if !cluster_scoped => {
-                let mut namespaces: Vec<&str> = list.iter().map(String::as_str).collect();
-                namespaces.push(&options.namespace);
-                namespaces.sort_unstable();
-                namespaces.dedup();
-                let bindings = namespaces
-                    .into_iter()
-                    .map(|namespace| deployment::role_binding(name, namespace, options))
-                    .collect();
-                (None, bindings)
-            }
-            _ => (
-                Some(deployment::cluster_role_binding(name, options)),
-                Vec::new(),
-            ),
-        };
-        let fence =
-            self.leader_election()
-                .filter(|_| options.fence)
-                .map(|config| {
-                    let lease_namespace = config
-                        .lease_namespace
-                        .clone()
-                        .unwrap_or_else(|| options.namespace.clone());
-                    let lease_name = config.lease_name.clone().unwrap_or_else(|| {
-                        crate::leader::default_lease_name(&lease_namespace, name)
-                    });
-                    let target = fence::Target {
-                        name,
-                        namespace: &options.namespace,
-                        lease_name: &lease_name,
-                        lease_namespace: &lease_namespace,
-                    };
-                    fence::fence(&target, &merge_rules(rules.iter().cloned()))
-                });
-        Ok(Manifests {
-            crds,
-            service_account: deployment::service_account(name, options),
-            cluster_role: deployment::cluster_role(name, rules),
-            cluster_role_binding,
-            role_bindings,
-            fence,
-            deployment: deployment::deployment(name, options, leader_election, watched),
-        })
+        rules.extend(registration.author_rules().iter().cloned());
+        cluster_scoped |= !registration.kinds().namespaced;
     }
+    crds.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    crds.dedup_by(|a, b| a.metadata.name == b.metadata.name);
+    let watched = match namespaces {
+        Namespaces::All => None,
+        Namespaces::List(list) => Some(list.as_slice()),
+    };
+    let (cluster_role_binding, role_bindings) = match watched {
+        Some(list) if !cluster_scoped => {
+            let mut namespaces: Vec<&str> = list.iter().map(String::as_str).collect();
+            namespaces.push(&options.namespace);
+            namespaces.sort_unstable();
+            namespaces.dedup();
+            let bindings = namespaces
+                .into_iter()
+                .map(|namespace| deployment::role_binding(name, namespace, options))
+                .collect();
+            (None, bindings)
+        }
+        _ => (
+            Some(deployment::cluster_role_binding(name, options)),
+            Vec::new(),
+        ),
+    };
+    let fence = leader
+        .filter(|_| options.fence)
+        .map(|leader| fence::for_operator(name, leader, options, &rules));
+    Ok(Manifests {
+        crds,
+        service_account: deployment::service_account(name, options),
+        cluster_role: deployment::cluster_role(name, rules),
+        cluster_role_binding,
+        role_bindings,
+        fence,
+        deployment: deployment::deployment(name, options, leader_election, watched),
+    })
 }

@@ -19,16 +19,7 @@ struct Inner {
 /// The operator's health: alive unless a liveness check fails; ready once every running
 /// controller's cache has synced (a standby replica, running none, is ready). Cheap to clone.
 ///
-/// ```
-/// let health = bonny::observe::Health::default();
-/// assert!(health.ready().is_err());
-/// health.mark_started();
-/// assert!(health.ready().is_ok());
-/// health.cache_started("widget");
-/// assert!(health.ready().is_err());
-/// health.cache_synced("widget");
-/// assert!(health.ready().is_ok());
-/// ```
+/// Only the operator changes what it reports: authors read it, and add liveness checks.
 #[derive(Clone, Default)]
 pub struct Health {
     inner: Arc<Mutex<Inner>>,
@@ -57,24 +48,24 @@ impl Health {
 
     /// The operator is up: controllers started, or standing by for the Lease. Until then
     /// `/readyz` fails.
-    pub fn mark_started(&self) {
+    pub(crate) fn mark_started(&self) {
         self.lock().started = true;
     }
 
     /// A controller watch started: not ready until [`Health::cache_synced`].
-    pub fn cache_started(&self, name: &str) {
+    pub(crate) fn cache_started(&self, name: &str) {
         self.lock().caches.insert(name.to_owned(), false);
     }
 
     /// A controller watch has listed everything once.
-    pub fn cache_synced(&self, name: &str) {
+    pub(crate) fn cache_synced(&self, name: &str) {
         if let Some(synced) = self.lock().caches.get_mut(name) {
             *synced = true;
         }
     }
 
     /// The controllers stopped (leadership lost or shutdown): nothing to wait for.
-    pub fn caches_stopped(&self) {
+    pub(crate) fn caches_stopped(&self) {
         self.lock().caches.clear();
     }
 
@@ -106,5 +97,25 @@ impl Health {
         } else {
             Err(format!("caches not synced yet: {}", pending.join(", ")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Health;
+
+    #[test]
+    fn ready_once_started_and_every_running_cache_synced() {
+        let health = Health::default();
+        assert!(health.ready().is_err());
+        health.mark_started();
+        assert!(health.ready().is_ok());
+        health.cache_started("widget");
+        assert!(health.ready().is_err());
+        health.cache_synced("widget");
+        assert!(health.ready().is_ok());
+        health.cache_started("gadget");
+        health.caches_stopped();
+        assert!(health.ready().is_ok());
     }
 }

@@ -14,7 +14,7 @@ use prometheus_client::{
 /// How a reconcile ended, as the `result` label of `controller_runtime_reconcile_total`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
-pub enum ReconcileResult {
+pub(crate) enum ReconcileResult {
     /// Succeeded and waits for the next change.
     success,
     /// Succeeded and asked to run again after a delay.

@@ -7,4 +7,5 @@ pub(crate) mod server;
 
 pub use health::Health;
 pub use logging::init_logging;
-pub use metrics::{Metrics, ReconcileResult};
+pub use metrics::Metrics;
+pub(crate) use metrics::ReconcileResult;

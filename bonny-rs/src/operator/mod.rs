@@ -14,7 +14,8 @@
 //! ```
 
 mod cli;
-mod controllers;
+mod controller_set;
+mod manifests;
 mod settings;
 mod shutdown;
 
@@ -24,16 +25,15 @@ use kube::{Client, runtime::events::Reporter};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::runtime::Namespaces;
 use crate::{
     Error,
-    controller::{
-        Controller,
-        runner::{Registered, Registration, RunContext},
-    },
-    leader::{Elector, LeaderElection},
+    controller::Controller,
+    leader::{Defaults, Election, Elector, LeaderElection},
     observe::{Health, Metrics, server::Server},
+    runtime::{Registered, Registration, RunContext},
 };
-use controllers::ControllerSet;
+use controller_set::ControllerSet;
 pub use settings::{Settings, parse_duration};
 
 const DEFAULT_HTTP_ADDR: ([u8; 4], u16) = ([0, 0, 0, 0], 8080);
@@ -41,33 +41,13 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How far past the renew deadline a leader may go unrenewed before `/healthz` fails.
 const LIVENESS_GRACE: Duration = Duration::from_secs(5);
 
-/// Which namespaces the controllers watch.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Namespaces {
-    /// Every namespace (needs a ClusterRole).
-    #[default]
-    All,
-    /// Only these (a Role in each is enough).
-    List(Vec<String>),
-}
-
-impl Namespaces {
-    /// One entry per watch: `None` for all namespaces.
-    pub(crate) fn scopes(&self) -> Vec<Option<String>> {
-        match self {
-            Self::All => vec![None],
-            Self::List(namespaces) => namespaces.iter().cloned().map(Some).collect(),
-        }
-    }
-}
-
 /// A configured operator, ready to [`run`](Operator::run).
 pub struct Operator {
     name: String,
     registrations: Arc<[Box<dyn Registration>]>,
     namespaces: Namespaces,
     client: Option<Client>,
-    leader: Option<LeaderElection>,
+    leader: Option<Election>,
     shutdown_timeout: Duration,
     http_addr: Option<SocketAddr>,
     metrics: Metrics,
@@ -121,18 +101,6 @@ impl Operator {
         &self.settings
     }
 
-    pub(crate) fn registrations(&self) -> &[Box<dyn Registration>] {
-        &self.registrations
-    }
-
-    pub(crate) fn namespaces(&self) -> &Namespaces {
-        &self.namespaces
-    }
-
-    pub(crate) fn leader_election(&self) -> Option<&LeaderElection> {
-        self.leader.as_ref()
-    }
-
     /// Run until SIGTERM or SIGINT, then shut down gracefully: stop taking work, let in-flight
     /// reconciles finish within the shutdown timeout, release the Lease. A second signal exits
     /// at once.
@@ -171,13 +139,9 @@ impl Operator {
             tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
             background.spawn(server.serve(server_stop.clone()));
         }
-        let elector = match self.leader {
-            Some(config) => Some(
-                Elector::new(config, client.clone(), &self.name)
-                    .map_err(|err| Error::Config(err.to_string()))?,
-            ),
-            None => None,
-        };
+        let elector = self
+            .leader
+            .map(|election| Elector::new(election, client.clone()));
         let identity = elector
             .as_ref()
             .map(|elector| elector.identity().to_owned())
@@ -358,15 +322,13 @@ impl OperatorBuilder {
     /// Check the configuration and build the operator.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the rule that failed (no controllers, bad leader election
-    /// timings), or [`Error::InvalidEnv`] for an environment variable that does not parse.
+    /// [`Error::NoControllers`], [`Error::LeaderConfig`] or [`Error::LeaderConfigFromEnv`]
+    /// naming the rule that failed, or [`Error::InvalidEnv`] for an environment variable that
+    /// does not parse.
     pub fn build(self) -> Result<Operator, Error> {
         let settings = Settings::from_env()?;
         if self.registrations.is_empty() {
-            return Err(Error::Config(
-                "the operator has no controllers; add one with Operator::builder().controller(..)"
-                    .into(),
-            ));
+            return Err(Error::NoControllers);
         }
         let name = self
             .name
@@ -398,14 +360,21 @@ impl OperatorBuilder {
                         from_env.push(format!("BONNY_RETRY_PERIOD={period:?}"));
                     }
                 }
-                config.validate().map_err(|err| {
+                let defaults = Defaults::new(name.clone())
+                    .pod_name(settings.pod_name.clone())
+                    .pod_namespace(settings.pod_namespace.clone())
+                    .hostname(settings.hostname.clone());
+                let election = config.validate(&defaults).map_err(|err| {
                     if from_env.is_empty() {
-                        Error::Config(err.to_string())
+                        Error::LeaderConfig(err)
                     } else {
-                        Error::Config(format!("{err} (set from {})", from_env.join(", ")))
+                        Error::LeaderConfigFromEnv {
+                            source: err,
+                            vars: from_env.join(", "),
+                        }
                     }
                 })?;
-                Some(config)
+                Some(election)
             }
             None => None,
         };

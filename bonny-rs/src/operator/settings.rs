@@ -4,8 +4,8 @@
 //! |---|---|---|
 //! | `BONNY_OPERATOR_NAME` | operator name (Lease and manifest names) | the builder's `.name(..)`, else the binary name |
 //! | `BONNY_POD_NAMESPACE` | namespace the operator runs in (Lease namespace) | `default` |
-//! | `BONNY_POD_NAME` | this replica's identity in the Lease | hostname + random suffix |
-//! | `BONNY_SERVICE_ACCOUNT` | service account name in generated manifests | the operator name |
+//! | `BONNY_POD_NAME` (else `POD_NAME`) | this replica's identity in the Lease | hostname + random suffix |
+//! | `HOSTNAME` (else `/etc/hostname`) | the hostname in that default identity | `bonny` |
 //! | `BONNY_WATCH_NAMESPACES` | comma-separated namespaces to watch | all namespaces |
 //! | `BONNY_HTTP_ADDR` | bind address of `/metrics`, `/healthz`, `/readyz`; `off` disables | `0.0.0.0:8080` |
 //! | `BONNY_SHUTDOWN_TIMEOUT` | grace for in-flight reconciles on stop (`30s`, `500ms`, `2m`) | `30s` |
@@ -26,10 +26,10 @@ pub struct Settings {
     pub operator_name: Option<String>,
     /// `BONNY_POD_NAMESPACE`.
     pub pod_namespace: Option<String>,
-    /// `BONNY_POD_NAME`.
+    /// `BONNY_POD_NAME`, else `POD_NAME`.
     pub pod_name: Option<String>,
-    /// `BONNY_SERVICE_ACCOUNT`.
-    pub service_account: Option<String>,
+    /// `HOSTNAME`; [`from_env`](Self::from_env) falls back to `/etc/hostname`.
+    pub hostname: Option<String>,
     /// `BONNY_WATCH_NAMESPACES`, split on commas.
     pub watch_namespaces: Option<Vec<String>>,
     /// `BONNY_HTTP_ADDR`: `Some(None)` when set to `off`.
@@ -50,7 +50,15 @@ impl Settings {
     /// # Errors
     /// [`Error::InvalidEnv`] naming the variable, its value and what it should look like.
     pub fn from_env() -> Result<Self, Error> {
-        Self::from_lookup(|var| std::env::var(var).ok().filter(|value| !value.is_empty()))
+        let mut settings =
+            Self::from_lookup(|var| std::env::var(var).ok().filter(|value| !value.is_empty()))?;
+        if settings.hostname.is_none() {
+            settings.hostname = std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned())
+                .filter(|name| !name.is_empty());
+        }
+        Ok(settings)
     }
 
     /// Read the settings through `lookup` (for tests and embedding).
@@ -78,8 +86,8 @@ impl Settings {
         Ok(Self {
             operator_name: lookup("BONNY_OPERATOR_NAME"),
             pod_namespace: lookup("BONNY_POD_NAMESPACE"),
-            pod_name: lookup("BONNY_POD_NAME"),
-            service_account: lookup("BONNY_SERVICE_ACCOUNT"),
+            pod_name: lookup("BONNY_POD_NAME").or_else(|| lookup("POD_NAME")),
+            hostname: lookup("HOSTNAME"),
             watch_namespaces: lookup("BONNY_WATCH_NAMESPACES").map(|list| {
                 list.split(',')
                     .map(str::trim)
@@ -138,7 +146,7 @@ mod tests {
             ("BONNY_OPERATOR_NAME", "widgets"),
             ("BONNY_POD_NAMESPACE", "ops"),
             ("BONNY_POD_NAME", "widgets-0"),
-            ("BONNY_SERVICE_ACCOUNT", "widgets-sa"),
+            ("HOSTNAME", "node-1"),
             ("BONNY_WATCH_NAMESPACES", "a, b,,c"),
             ("BONNY_HTTP_ADDR", "127.0.0.1:9000"),
             ("BONNY_SHUTDOWN_TIMEOUT", "5s"),
@@ -150,7 +158,9 @@ mod tests {
         assert_eq!(settings.operator_name.as_deref(), Some("widgets"));
         assert_eq!(settings.pod_namespace.as_deref(), Some("ops"));
         assert_eq!(settings.pod_name.as_deref(), Some("widgets-0"));
-        assert_eq!(settings.service_account.as_deref(), Some("widgets-sa"));
+        assert_eq!(settings.hostname.as_deref(), Some("node-1"));
+        let fallback = Settings::from_lookup(env(&[("POD_NAME", "widgets-1")])).expect("valid");
+        assert_eq!(fallback.pod_name.as_deref(), Some("widgets-1"));
         assert_eq!(
             settings.watch_namespaces,
             Some(vec!["a".into(), "b".into(), "c".into()])

@@ -24,6 +24,6 @@ fn main() {
     assert_eq!(config.finalizer_name(), Some("example.com/mirror"));
     assert!(config.owned_kinds().is_empty());
     assert!(config.rules().is_empty());
-    assert_eq!(config.periodic(), None);
+    assert_eq!(config.requeue_interval(), None);
     assert!(matches!(mirror.crd(), Ok(None)));
 }

@@ -82,7 +82,7 @@ fn main() {
             Rule::new("apps", ["deployments/scale"], ["patch"]),
         ]
     );
-    assert_eq!(config.periodic(), Some(Duration::from_secs(300)));
+    assert_eq!(config.requeue_interval(), Some(Duration::from_secs(300)));
 
     let crd = WidgetController
         .crd()

@@ -6,8 +6,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    controller::runner::{Registration, RunContext},
     observe::Metrics,
+    runtime::{Registration, RunContext},
 };
 
 use super::{ControllersEvent, Observer};

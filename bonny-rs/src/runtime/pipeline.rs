@@ -1,0 +1,695 @@
+//! The reconcile pipeline: the ORDER of the built-in stages around the author's code, in one
+//! list ([`STAGES`]). To add a built-in step, add a [`Stage`], put it in the list, and say in
+//! [`Pipeline::on_axn`] or [`Pipeline::on_effects`] what it does.
+//!
+//! Stages up to the author's `apply`/`cleanup` act on the [`Axn`]; the rest act on the
+//! [`Effects`] taken out of it. Every write is skipped when the cluster already holds it.
+
+use std::{panic::AssertUnwindSafe, sync::Arc};
+
+use futures::FutureExt;
+use kube::{Client, Resource};
+use tracing::Instrument;
+
+use super::{descendants, finalizer, reconcile::panicked, status, watches::OwnedCaches};
+use crate::controller::{Action, Axn, Config, Controller, Effects, Flow, Phase, ReconcileError};
+
+/// One stage of the reconcile pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Add the finalizer, switch to cleanup, or leave an object being deleted alone
+    /// ([`finalizer`]).
+    Finalizer,
+    /// Skip `apply` when `status.observedGeneration` equals `metadata.generation` (opt-in).
+    SkipObservedGeneration,
+    /// The author's steps, in the order added.
+    AuthorSteps,
+    /// The author's `apply` or `cleanup`.
+    Reconcile,
+    /// Server-side apply the registered descendants, after a successful `apply`.
+    Descendants,
+    /// Write the status the reconcile set (also after a halt, and after a failed reconcile).
+    Status,
+    /// Remove the finalizer once `cleanup` succeeded.
+    RemoveFinalizer,
+}
+
+/// The pipeline, in order. Events are published and `after_processed` callbacks run after it.
+pub(crate) const STAGES: [Stage; 7] = [
+    Stage::Finalizer,
+    Stage::SkipObservedGeneration,
+    Stage::AuthorSteps,
+    Stage::Reconcile,
+    Stage::Descendants,
+    Stage::Status,
+    Stage::RemoveFinalizer,
+];
+
+impl Stage {
+    /// Whether the stage acts on what the reconcile asked for, after the author's code.
+    const fn on_effects(self) -> bool {
+        matches!(
+            self,
+            Self::Descendants | Self::Status | Self::RemoveFinalizer
+        )
+    }
+}
+
+/// Where the pipeline stands between stages.
+enum Progress {
+    /// No stage has stopped it.
+    Going,
+    /// A stage before the author's `apply`/`cleanup` halted it: only the status is written.
+    Halted(Action),
+    /// `apply`/`cleanup` succeeded: every later stage runs.
+    Reconciled(Action),
+    /// `apply`/`cleanup` failed: its status still explains why, nothing else is written.
+    ReconcileFailed(ReconcileError),
+    /// A stage failed or panicked: nothing more is done.
+    Failed(ReconcileError),
+}
+
+/// What a run of the pipeline ended with, and what the reconcile asked for that is left to do
+/// (events, callbacks), with the object as the last write returned it.
+pub(crate) struct Processed<K> {
+    pub(crate) result: Result<Action, ReconcileError>,
+    pub(crate) effects: Effects<K>,
+}
+
+/// What the pipeline of one controller scope needs.
+pub(crate) struct Pipeline<C: Controller> {
+    pub(crate) controller: Arc<C>,
+    pub(crate) config: Arc<Config<C::Resource>>,
+    pub(crate) client: Client,
+    pub(crate) name: Arc<str>,
+    pub(crate) cache: OwnedCaches,
+}
+
+impl<C: Controller> Pipeline<C> {
+    /// Runs [`STAGES`] on `axn`. A panic in any stage becomes a failed reconcile.
+    pub(crate) async fn run(&self, mut axn: Axn<C::Resource>) -> Processed<C::Resource> {
+        let split = STAGES
+            .iter()
+            .position(|stage| stage.on_effects())
+            .unwrap_or(STAGES.len());
+        let (before, after) = STAGES.split_at(split);
+        let mut progress = Progress::Going;
+        for &stage in before {
+            if !matches!(progress, Progress::Going) {
+                break;
+            }
+            progress = AssertUnwindSafe(self.on_axn(stage, &mut axn))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Progress::Failed(panicked(panic.as_ref())));
+        }
+        let mut effects = axn.into_effects();
+        for &stage in after {
+            if matches!(progress, Progress::Failed(_)) {
+                break;
+            }
+            progress = AssertUnwindSafe(self.on_effects(stage, progress, &mut effects))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Progress::Failed(panicked(panic.as_ref())));
+        }
+        let result = match progress {
+            Progress::Halted(action) | Progress::Reconciled(action) => Ok(action),
+            Progress::ReconcileFailed(err) | Progress::Failed(err) => Err(err),
+            // The reconcile stage always moves the pipeline on.
+            Progress::Going => Ok(Action::await_change()),
+        };
+        Processed { result, effects }
+    }
+
+    /// A stage up to the author's code; runs only while the pipeline is [`Progress::Going`].
+    async fn on_axn(&self, stage: Stage, axn: &mut Axn<C::Resource>) -> Progress {
+        let flow = match stage {
+            Stage::Finalizer => finalizer::on_sight(self.config.finalizer_name(), axn).await,
+            Stage::SkipObservedGeneration => self.skip_observed_generation(axn),
+            Stage::AuthorSteps => self.author_steps(axn).await,
+            Stage::Reconcile => {
+                let result = match axn.phase() {
+                    Phase::Apply => self.controller.apply(axn).await,
+                    Phase::Cleanup => self.controller.cleanup(axn).await,
+                };
+                return match result {
+                    Ok(action) => Progress::Reconciled(action),
+                    Err(err) => Progress::ReconcileFailed(err),
+                };
+            }
+            Stage::Descendants | Stage::Status | Stage::RemoveFinalizer => Ok(Flow::Continue),
+        };
+        match flow {
+            Ok(Flow::Continue) => Progress::Going,
+            Ok(Flow::Halt(action)) => Progress::Halted(action),
+            Err(err) => Progress::Failed(err),
+        }
+    }
+
+    fn skip_observed_generation(&self, axn: &Axn<C::Resource>) -> Result<Flow, ReconcileError> {
+        if !self.config.skips_observed_generation() || axn.phase() == Phase::Cleanup {
+            return Ok(Flow::Continue);
+        }
+        if status::generation_observed(axn.object())? {
+            tracing::debug!(generation = ?axn.object().meta().generation, "generation already observed; skipping apply");
+            return Ok(Flow::Halt(Action::await_change()));
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn author_steps(&self, axn: &mut Axn<C::Resource>) -> Result<Flow, ReconcileError> {
+        for step in self.config.steps() {
+            let flow = step
+                .call(axn)
+                .instrument(tracing::debug_span!("step", name = step.name()))
+                .await?;
+            if let Flow::Halt(action) = flow {
+                return Ok(Flow::Halt(action));
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// A stage after the author's code, given how the pipeline stands.
+    async fn on_effects(
+        &self,
+        stage: Stage,
+        progress: Progress,
+        effects: &mut Effects<C::Resource>,
+    ) -> Progress {
+        let done = match (stage, &progress) {
+            (Stage::Descendants, Progress::Reconciled(_)) if effects.phase == Phase::Apply => {
+                let registered = std::mem::take(&mut effects.descendants);
+                descendants::apply(&self.client, &self.name, &self.cache, registered).await
+            }
+            (Stage::Status, Progress::Halted(_)) => {
+                status::write(
+                    &self.client,
+                    &mut effects.object,
+                    effects.status.take(),
+                    false,
+                )
+                .await
+            }
+            (Stage::Status, Progress::Reconciled(_)) => {
+                let record =
+                    self.config.skips_observed_generation() && effects.phase == Phase::Apply;
+                status::write(
+                    &self.client,
+                    &mut effects.object,
+                    effects.status.take(),
+                    record,
+                )
+                .await
+            }
+            (Stage::Status, Progress::ReconcileFailed(_)) => {
+                // The status explains the failure (for example an invalid spec), so it is
+                // written even though the reconcile failed.
+                let written = status::write(
+                    &self.client,
+                    &mut effects.object,
+                    effects.status.take(),
+                    false,
+                )
+                .await;
+                if let Err(status_err) = written {
+                    tracing::warn!(error = %status_err, "could not write the status of a failed reconcile");
+                }
+                Ok(())
+            }
+            (Stage::RemoveFinalizer, Progress::Reconciled(_))
+                if effects.phase == Phase::Cleanup =>
+            {
+                match self.config.finalizer_name() {
+                    Some(name) => {
+                        let removed = finalizer::remove(&self.client, name, &*effects.object).await;
+                        if removed.is_ok() {
+                            tracing::info!("cleanup done; finalizer removed");
+                        }
+                        removed
+                    }
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        };
+        match done {
+            Ok(()) => progress,
+            Err(err) => Progress::Failed(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline against a mock HTTP client: which requests each situation sends.
+    #![allow(clippy::unwrap_used)]
+
+    use std::{
+        collections::HashMap,
+        sync::{
+            Mutex,
+            atomic::{AtomicUsize, Ordering},
+        },
+    };
+
+    use http::{Request, Response, StatusCode};
+    use http_body_util::BodyExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::{
+        CustomResource,
+        api::{ApiResource, DynamicObject, ObjectMeta},
+        client::Body,
+        runtime::{reflector::store::Writer, watcher},
+    };
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Serialize};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::controller::{Reconcile, Step, StepFuture};
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(
+        group = "test.bonny.dev",
+        version = "v1",
+        kind = "Thing",
+        namespaced,
+        status = "ThingStatus"
+    )]
+    struct ThingSpec {
+        size: u32,
+    }
+
+    #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+    #[serde(rename_all = "camelCase")]
+    struct ThingStatus {
+        size: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        observed_generation: Option<i64>,
+    }
+
+    #[derive(Default)]
+    struct ThingController {
+        applies: AtomicUsize,
+        cleanups: AtomicUsize,
+        fail: bool,
+    }
+
+    impl Controller for ThingController {
+        type Resource = Thing;
+        fn config(&self) -> Config<Thing> {
+            Config::new()
+                .finalizer("test.bonny.dev/cleanup")
+                .owns::<ConfigMap>()
+        }
+    }
+
+    impl Reconcile<Thing> for ThingController {
+        async fn apply(&self, axn: &mut Axn<Thing>) -> Result<Action, ReconcileError> {
+            self.applies.fetch_add(1, Ordering::SeqCst);
+            let size = axn.object().spec.size;
+            axn.set_status(ThingStatus {
+                size: Some(size),
+                observed_generation: None,
+            })?;
+            if self.fail {
+                return Err(ReconcileError::invalid_spec("size is wrong"));
+            }
+            axn.register_descendant(ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some("thing-data".into()),
+                    ..ObjectMeta::default()
+                },
+                data: Some([("size".to_owned(), size.to_string())].into()),
+                ..ConfigMap::default()
+            })?;
+            Ok(Action::await_change())
+        }
+
+        async fn cleanup(&self, _axn: &mut Axn<Thing>) -> Result<Action, ReconcileError> {
+            self.cleanups.fetch_add(1, Ordering::SeqCst);
+            Ok(Action::await_change())
+        }
+    }
+
+    /// A request the mock API server received.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        method: String,
+        path: String,
+        content_type: String,
+        body: Value,
+    }
+
+    impl Seen {
+        fn is_write(&self) -> bool {
+            !matches!(self.method.as_str(), "GET")
+        }
+    }
+
+    /// A client whose API server answers GETs from `objects` (by path) and echoes writes.
+    fn mock_client(objects: Vec<(&str, Value)>) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let objects: Arc<HashMap<String, Value>> = Arc::new(
+            objects
+                .into_iter()
+                .map(|(path, value)| (path.to_owned(), value))
+                .collect(),
+        );
+        let service = tower::service_fn(move |request: Request<Body>| {
+            let log = log.clone();
+            let objects = objects.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect().await.unwrap().to_bytes();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let path = parts.uri.path().to_owned();
+                let seen = Seen {
+                    method: parts.method.to_string(),
+                    path: path.clone(),
+                    content_type: parts
+                        .headers
+                        .get("content-type")
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default(),
+                    body: body.clone(),
+                };
+                log.lock().unwrap().push(seen);
+                let (status, answer) = match parts.method.as_str() {
+                    "GET" => match objects.get(&path) {
+                        Some(object) => (StatusCode::OK, object.clone()),
+                        None => (
+                            StatusCode::NOT_FOUND,
+                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                   "reason": "NotFound", "code": 404, "message": "not found"}),
+                        ),
+                    },
+                    _ => (
+                        StatusCode::OK,
+                        objects
+                            .get(path.trim_end_matches("/status"))
+                            .cloned()
+                            .unwrap_or(body),
+                    ),
+                };
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder()
+                        .status(status)
+                        .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                        .unwrap(),
+                )
+            }
+        });
+        (Client::new(service, "default"), seen)
+    }
+
+    const THING: &str = "/apis/test.bonny.dev/v1/namespaces/default/things/thing";
+    const CHILD: &str = "/api/v1/namespaces/default/configmaps/thing-data";
+
+    fn thing(finalizers: &[&str], deleting: bool, status: Option<u32>) -> Thing {
+        let mut thing = Thing::new("thing", ThingSpec { size: 3 });
+        thing.metadata.namespace = Some("default".into());
+        thing.metadata.uid = Some("uid-1".into());
+        thing.metadata.resource_version = Some("7".into());
+        thing.metadata.generation = Some(2);
+        thing.metadata.finalizers = Some(finalizers.iter().map(|f| (*f).to_owned()).collect());
+        if deleting {
+            thing.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ));
+        }
+        thing.status = status.map(|size| ThingStatus {
+            size: Some(size),
+            observed_generation: None,
+        });
+        thing
+    }
+
+    fn live_child(size: &str) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "thing-data", "namespace": "default", "uid": "c-1", "resourceVersion": "9",
+                "ownerReferences": [{"apiVersion": "test.bonny.dev/v1", "kind": "Thing", "name": "thing",
+                    "uid": "uid-1", "controller": true, "blockOwnerDeletion": true}]},
+            "data": {"size": size},
+        })
+    }
+
+    type Outcome = (
+        Result<Action, ReconcileError>,
+        Vec<Seen>,
+        Arc<ThingController>,
+    );
+
+    async fn run(
+        controller: ThingController,
+        config: Config<Thing>,
+        object: Thing,
+        objects: Vec<(&str, Value)>,
+    ) -> Outcome {
+        run_cached(controller, config, object, objects, OwnedCaches::default()).await
+    }
+
+    async fn run_cached(
+        controller: ThingController,
+        config: Config<Thing>,
+        object: Thing,
+        mut objects: Vec<(&str, Value)>,
+        cache: OwnedCaches,
+    ) -> Outcome {
+        objects.push((THING, serde_json::to_value(&object).unwrap()));
+        let (client, seen) = mock_client(objects);
+        let controller = Arc::new(controller);
+        let pipeline = Pipeline {
+            controller: controller.clone(),
+            config: Arc::new(config),
+            client: client.clone(),
+            name: Arc::from("thing"),
+            cache,
+        };
+        let axn = Axn::new(Arc::new(object), client, pipeline.name.clone());
+        let Processed { result, .. } = pipeline.run(axn).await;
+        let seen = seen.lock().unwrap().clone();
+        (result, seen, controller)
+    }
+
+    fn writes(seen: &[Seen]) -> Vec<&Seen> {
+        seen.iter().filter(|s| s.is_write()).collect()
+    }
+
+    #[tokio::test]
+    async fn first_sight_adds_the_finalizer_then_applies_child_and_status() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let (result, seen, controller) =
+            run(controller, config, thing(&[], false, None), vec![]).await;
+        assert!(result.is_ok());
+        assert_eq!(controller.applies.load(Ordering::SeqCst), 1);
+        let writes = writes(&seen);
+        assert_eq!(writes.len(), 3, "{writes:#?}");
+        assert_eq!(
+            (writes[0].path.as_str(), writes[0].content_type.as_str()),
+            (THING, "application/json-patch+json")
+        );
+        assert_eq!(
+            writes[0].body[0],
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": "7"})
+        );
+        assert_eq!(
+            writes[0].body[1],
+            json!({"op": "add", "path": "/metadata/finalizers", "value": ["test.bonny.dev/cleanup"]})
+        );
+        assert_eq!(
+            (writes[1].path.as_str(), writes[1].content_type.as_str()),
+            (CHILD, "application/apply-patch+yaml")
+        );
+        assert_eq!(
+            writes[1].body["metadata"]["ownerReferences"][0]["uid"],
+            "uid-1"
+        );
+        assert_eq!(writes[1].body["data"]["size"], "3");
+        assert_eq!(writes[2].path, format!("{THING}/status"));
+        assert_eq!(writes[2].body, json!({"status": {"size": 3}}));
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_when_child_and_status_already_match() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let (result, seen, _) =
+            run(controller, config, object, vec![(CHILD, live_child("3"))]).await;
+        assert!(result.is_ok());
+        assert!(writes(&seen).is_empty(), "{seen:#?}");
+    }
+
+    fn cached(child: Value) -> OwnedCaches {
+        let resource = ApiResource::erase::<ConfigMap>(&());
+        let mut writer = Writer::<DynamicObject>::new(resource.clone());
+        writer.apply_watcher_event(&watcher::Event::Apply(
+            serde_json::from_value(child).unwrap(),
+        ));
+        let mut cache = OwnedCaches::default();
+        cache.add(resource, writer.as_reader());
+        cache
+    }
+
+    #[tokio::test]
+    async fn a_cached_matching_child_costs_no_request_at_all() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let (result, seen, _) =
+            run_cached(controller, config, object, vec![], cached(live_child("3"))).await;
+        assert!(result.is_ok());
+        assert!(seen.is_empty(), "{seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_stale_cache_is_checked_against_the_api_server_before_writing() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        // The cache still shows the old size; the API server already has the new one.
+        let (result, seen, _) = run_cached(
+            controller,
+            config,
+            object,
+            vec![(CHILD, live_child("3"))],
+            cached(live_child("2")),
+        )
+        .await;
+        assert_eq!(result.unwrap(), Action::await_change());
+        assert_eq!(seen.len(), 1, "{seen:#?}");
+        assert_eq!(
+            (seen[0].method.as_str(), seen[0].path.as_str()),
+            ("GET", CHILD)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_drifted_child_is_applied_again() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let (result, seen, _) =
+            run(controller, config, object, vec![(CHILD, live_child("999"))]).await;
+        assert_eq!(result.unwrap(), Action::await_change());
+        let writes = writes(&seen);
+        assert_eq!(writes.len(), 1, "{writes:#?}");
+        assert_eq!(writes[0].path, CHILD);
+    }
+
+    #[tokio::test]
+    async fn deletion_runs_cleanup_and_removes_only_our_finalizer() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let object = thing(&["other/keep", "test.bonny.dev/cleanup"], true, Some(3));
+        let (result, seen, controller) = run(controller, config, object, vec![]).await;
+        assert!(result.is_ok());
+        assert_eq!(controller.cleanups.load(Ordering::SeqCst), 1);
+        assert_eq!(controller.applies.load(Ordering::SeqCst), 0);
+        let writes = writes(&seen);
+        assert_eq!(writes.len(), 1, "{writes:#?}");
+        assert_eq!(
+            writes[0].body,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers/1", "value": "test.bonny.dev/cleanup"},
+                {"op": "remove", "path": "/metadata/finalizers/1"},
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn deletion_without_our_finalizer_does_nothing() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let (result, seen, controller) = run(
+            controller,
+            config,
+            thing(&["other/keep"], true, None),
+            vec![],
+        )
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(controller.cleanups.load(Ordering::SeqCst), 0);
+        assert!(seen.is_empty(), "{seen:#?}");
+    }
+
+    struct Halt;
+
+    impl Step<Thing> for Halt {
+        fn call<'a>(&'a self, _axn: &'a mut Axn<Thing>) -> StepFuture<'a> {
+            Box::pin(async {
+                Ok(Flow::Halt(Action::requeue(std::time::Duration::from_secs(
+                    7,
+                ))))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_step_can_halt_the_pipeline_before_apply() {
+        let controller = ThingController::default();
+        let config = controller.config().step(Halt);
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let (result, seen, controller) = run(controller, config, object, vec![]).await;
+        assert_eq!(
+            result.unwrap(),
+            Action::requeue(std::time::Duration::from_secs(7))
+        );
+        assert_eq!(controller.applies.load(Ordering::SeqCst), 0);
+        assert!(seen.is_empty(), "{seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn an_observed_generation_skips_apply() {
+        let controller = ThingController::default();
+        let config = controller.config().skip_observed_generation();
+        let mut object = thing(&["test.bonny.dev/cleanup"], false, None);
+        object.status = None;
+        let mut value = serde_json::to_value(&object).unwrap();
+        value["status"] = json!({"size": 3, "observedGeneration": 2});
+        let object: Thing = serde_json::from_value(value).unwrap();
+        let (result, seen, controller) = run(controller, config, object, vec![]).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(controller.applies.load(Ordering::SeqCst), 0);
+        assert!(seen.is_empty(), "{seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_new_generation_is_applied_and_recorded() {
+        let controller = ThingController::default();
+        let config = controller.config().skip_observed_generation();
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let (result, seen, controller) =
+            run(controller, config, object, vec![(CHILD, live_child("3"))]).await;
+        assert_eq!(result.unwrap(), Action::await_change());
+        assert_eq!(controller.applies.load(Ordering::SeqCst), 1);
+        let writes = writes(&seen);
+        assert_eq!(writes.len(), 1, "{writes:#?}");
+        assert_eq!(
+            writes[0].body,
+            json!({"status": {"size": 3, "observedGeneration": 2}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_apply_writes_its_status_but_no_descendants() {
+        let controller = ThingController {
+            fail: true,
+            ..ThingController::default()
+        };
+        let config = controller.config();
+        let object = thing(&["test.bonny.dev/cleanup"], false, None);
+        let (result, seen, _) = run(controller, config, object, vec![]).await;
+        assert_eq!(result.unwrap_err().reason(), "InvalidSpec");
+        let writes = writes(&seen);
+        assert_eq!(writes.len(), 1, "{writes:#?}");
+        assert_eq!(writes[0].path, format!("{THING}/status"));
+    }
+}

@@ -1,0 +1,218 @@
+//! One reconcile as kube-runtime calls it: read-your-writes, the pipeline, events, callbacks,
+//! metrics; the error policy (per-object backoff); panics turned into errors.
+
+use std::{
+    any::Any,
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use kube::{
+    ResourceExt,
+    runtime::{
+        controller::Action as KubeAction,
+        events::{Event, Recorder},
+        reflector::ObjectRef,
+    },
+};
+use tracing::Instrument;
+
+use super::{
+    pipeline::{Pipeline, Processed},
+    read_your_writes::Written,
+    registration::RunContext,
+    watches::OwnedCaches,
+};
+use crate::{
+    controller::{Action, Axn, Config, Controller, Object, ReconcileError},
+    observe::{Metrics, ReconcileResult},
+};
+
+/// What every reconcile of one controller scope shares.
+pub(crate) struct Context<C: Controller> {
+    pipeline: Pipeline<C>,
+    recorder: Recorder,
+    failures: Mutex<HashMap<ObjectRef<C::Resource>, u32>>,
+    metrics: Metrics,
+    written: Written<C::Resource>,
+}
+
+impl<C: Controller> Context<C> {
+    pub(crate) fn new(
+        controller: Arc<C>,
+        config: Arc<Config<C::Resource>>,
+        runtime: &RunContext,
+        name: Arc<str>,
+        cache: OwnedCaches,
+    ) -> Self {
+        Self {
+            pipeline: Pipeline {
+                controller,
+                config,
+                client: runtime.client.clone(),
+                name,
+                cache,
+            },
+            recorder: Recorder::new(runtime.client.clone(), runtime.reporter.clone()),
+            failures: Mutex::default(),
+            metrics: runtime.metrics.clone(),
+            written: Written::default(),
+        }
+    }
+}
+
+/// A failed reconcile, as kube-runtime's error policy sees it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Failed(ReconcileError);
+
+pub(crate) async fn reconcile<C: Controller>(
+    object: Arc<C::Resource>,
+    ctx: Arc<Context<C>>,
+) -> Result<KubeAction, Failed> {
+    let reference = ObjectRef::from_obj(&*object);
+    let name = ctx.pipeline.name.clone();
+    let span = tracing::info_span!("reconcile", controller = %name, object = %reference);
+    async move {
+        let started = Instant::now();
+        ctx.metrics.reconcile_started(&name);
+        let seen = object;
+        let object = ctx.written.freshest(&reference, seen.clone());
+        let axn = Axn::new(object.clone(), ctx.pipeline.client.clone(), name.clone());
+        let Processed {
+            result: outcome,
+            mut effects,
+        } = ctx.pipeline.run(axn).await;
+        if let Err(err) = &outcome {
+            tracing::warn!(error = %err, reason = err.reason(), "reconcile failed");
+            effects.warning_event(err.reason(), truncate(&err.to_string(), 1024));
+        }
+        ctx.written.remember(
+            reference.clone(),
+            &seen,
+            effects.object.clone(),
+            Instant::now(),
+        );
+        publish_events(&ctx.recorder, &*object, effects.events).await;
+        for callback in effects.after {
+            callback(outcome.as_ref());
+        }
+        let result = match &outcome {
+            Ok(action) if action.requeue_after().is_some() => ReconcileResult::requeue_after,
+            Ok(_) => ReconcileResult::success,
+            Err(_) => ReconcileResult::error,
+        };
+        ctx.metrics
+            .reconcile_finished(&name, result, started.elapsed());
+        match outcome {
+            Ok(action) => {
+                ctx.failures
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&reference);
+                tracing::debug!(?action, "reconciled");
+                Ok(into_kube(action, ctx.pipeline.config.requeue_interval()))
+            }
+            Err(err) => Err(Failed(err)),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// The author's action, or the controller's periodic interval when the action waits.
+fn into_kube(action: Action, periodic: Option<Duration>) -> KubeAction {
+    match action.requeue_after().or(periodic) {
+        Some(after) => KubeAction::requeue(after),
+        None => KubeAction::await_change(),
+    }
+}
+
+pub(crate) fn error_policy<C: Controller>(
+    object: Arc<C::Resource>,
+    _err: &Failed,
+    ctx: Arc<Context<C>>,
+) -> KubeAction {
+    let failures = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = failures.entry(ObjectRef::from_obj(&*object)).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    let delay = ctx.pipeline.config.backoff_policy().delay(failures);
+    ctx.metrics.retry_scheduled(&ctx.pipeline.name);
+    tracing::debug!(object = %object.name_any(), failures, ?delay, "retrying after backoff");
+    KubeAction::requeue(delay)
+}
+
+async fn publish_events<K: Object>(recorder: &Recorder, object: &K, events: Vec<Event>) {
+    if events.is_empty() {
+        return;
+    }
+    let reference = object.object_ref(&());
+    for event in events {
+        if let Err(err) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %err, reason = %event.reason, "could not publish event");
+        }
+    }
+}
+
+/// A panic of a pipeline stage (the author's code, usually) as a reconcile error.
+pub(crate) fn panicked(panic: &(dyn Any + Send)) -> ReconcileError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    ReconcileError::with_reason(
+        "ReconcilePanicked",
+        Panicked(format!("the reconcile panicked: {message}")),
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Panicked(String);
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_become_errors_with_their_message() {
+        let err = panicked(&"boom");
+        assert_eq!(err.reason(), "ReconcilePanicked");
+        assert!(err.to_string().contains("boom"));
+        let err = panicked(&String::from("owned boom"));
+        assert!(err.to_string().contains("owned boom"));
+    }
+
+    #[test]
+    fn the_periodic_interval_applies_only_when_the_action_waits() {
+        let every = Some(Duration::from_secs(30));
+        assert_eq!(
+            into_kube(Action::await_change(), every),
+            KubeAction::requeue(Duration::from_secs(30))
+        );
+        assert_eq!(
+            into_kube(Action::requeue(Duration::from_secs(2)), every),
+            KubeAction::requeue(Duration::from_secs(2))
+        );
+        assert_eq!(
+            into_kube(Action::await_change(), None),
+            KubeAction::await_change()
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! The seam between the operator and its controllers, whatever their resource types.
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{Client, Resource, api::ApiResource, core::crd::MergeError, runtime::events::Reporter};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    namespaces::Namespaces,
+    preflight::{self, StartupError},
+    rbac::Kinds,
+    watches,
+};
+use crate::{
+    controller::{Config, Controller, Rule, Scope},
+    observe::{Health, Metrics},
+};
+
+/// What the operator needs from a controller, whatever its resource type.
+pub(crate) trait Registration: Send + Sync {
+    /// The controller's name.
+    fn name(&self) -> &str;
+
+    /// Checks that the resource and its owned kinds are served and listable before anything
+    /// starts.
+    fn preflight<'a>(
+        &'a self,
+        client: &'a Client,
+        namespaces: &'a Namespaces,
+    ) -> Pin<Box<dyn Future<Output = Result<(), StartupError>> + Send + 'a>>;
+
+    /// Spawns one watch-and-reconcile task per namespace scope into `tasks`; each stops
+    /// taking new work when `shutdown` is cancelled and ends once in-flight reconciles finish.
+    fn spawn(&self, runtime: &RunContext, shutdown: &CancellationToken, tasks: &mut JoinSet<()>);
+
+    /// The kinds the SDK touches for this controller (its own RBAC needs follow from them).
+    fn kinds(&self) -> &Kinds;
+
+    /// The RBAC rules the author declared.
+    fn author_rules(&self) -> &[Rule];
+
+    /// The resource's CRD, when it is a custom resource declared with the controller.
+    fn crd(&self) -> Result<Option<CustomResourceDefinition>, MergeError>;
+}
+
+/// What every controller of one operator shares.
+#[derive(Clone)]
+pub(crate) struct RunContext {
+    pub(crate) client: Client,
+    pub(crate) namespaces: Namespaces,
+    pub(crate) reporter: Reporter,
+    pub(crate) metrics: Metrics,
+    pub(crate) health: Health,
+}
+
+/// A controller with its declaration, read once.
+pub(crate) struct Registered<C: Controller> {
+    controller: Arc<C>,
+    config: Arc<Config<C::Resource>>,
+    name: String,
+    kinds: Kinds,
+}
+
+impl<C: Controller> Registered<C> {
+    pub(crate) fn new(controller: C) -> Self {
+        let config = controller.config();
+        let name = config.controller_name();
+        let kinds = Kinds {
+            resource: ApiResource::erase::<C::Resource>(&()),
+            namespaced: <<C::Resource as Resource>::Scope as Scope>::NAMESPACED,
+            finalizer: config.finalizer_name().is_some(),
+            owned: config
+                .owned_kinds()
+                .iter()
+                .map(|owned| owned.api_resource().clone())
+                .collect(),
+        };
+        Self {
+            controller: Arc::new(controller),
+            config: Arc::new(config),
+            name,
+            kinds,
+        }
+    }
+}
+
+impl<C: Controller> Registration for Registered<C> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn preflight<'a>(
+        &'a self,
+        client: &'a Client,
+        namespaces: &'a Namespaces,
+    ) -> Pin<Box<dyn Future<Output = Result<(), StartupError>> + Send + 'a>> {
+        Box::pin(preflight::check(client, namespaces, &self.kinds))
+    }
+
+    fn spawn(&self, runtime: &RunContext, shutdown: &CancellationToken, tasks: &mut JoinSet<()>) {
+        watches::spawn(
+            &self.controller,
+            &self.config,
+            &self.name,
+            runtime,
+            shutdown,
+            tasks,
+        );
+    }
+
+    fn kinds(&self) -> &Kinds {
+        &self.kinds
+    }
+
+    fn author_rules(&self) -> &[Rule] {
+        self.config.rules()
+    }
+
+    fn crd(&self) -> Result<Option<CustomResourceDefinition>, MergeError> {
+        self.controller.crd()
+    }
+}
