@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bonny_rules::dns::{is_label as is_dns_label, is_subdomain as is_dns_subdomain};
 use md5::{Digest, Md5};
 
 use super::ConfigError;
@@ -339,26 +340,6 @@ pub fn default_lease_name(namespace: &str, operator_name: &str) -> String {
 pub fn default_identity(hostname: Option<&str>) -> String {
     let host = hostname.filter(|host| !host.is_empty()).unwrap_or("bonny");
     format!("{host}_{:08x}", rand::random::<u32>())
-}
-
-fn is_dns_label(value: &str) -> bool {
-    value.len() <= 63
-        && value.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && value.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
-fn is_dns_subdomain(value: &str) -> bool {
-    let part = |part: &str| {
-        part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && part
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    };
-    value.len() <= 253 && value.split('.').all(part)
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ impl Settings {
             Some(value) => parse_duration(&value).map(Some).ok_or(Error::InvalidEnv {
                 var,
                 value,
-                expected: "a duration like 30s, 500ms or 2m",
+                expected: "a duration longer than zero like 30s, 500ms or 2m",
             }),
         };
         Ok(Self {
@@ -104,7 +104,8 @@ impl Settings {
     }
 }
 
-/// Parses `250ms`, `30s`, `5m`, `1h`.
+/// Parses `250ms`, `30s`, `5m`, `1h`: the grammar of [`bonny_rules::duration`], the same the
+/// `#[bonny::controller]` attribute accepts (zero and surrounding space are rejected).
 ///
 /// ```
 /// # use std::time::Duration;
@@ -112,20 +113,10 @@ impl Settings {
 /// assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
 /// assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
 /// assert_eq!(parse_duration("ten seconds"), None);
+/// assert_eq!(parse_duration("0s"), None);
 /// ```
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let millis = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    number.checked_mul(millis).map(Duration::from_millis)
+    bonny_rules::duration::parse(text).ok()
 }
 
 #[cfg(test)]
@@ -205,5 +196,7 @@ mod tests {
         assert_eq!(parse_duration("3d"), None);
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration("18446744073709551615h"), None);
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration(" 30s"), None);
     }
 }
