@@ -300,6 +300,35 @@ mod tests {
     }
 
     #[test]
+    fn the_lease_is_the_one_the_deployed_replicas_resolve() {
+        use crate::leader::{Defaults, LeaderElection, default_lease_name};
+        let options = super::super::Options::new("img:1").namespace("ops");
+        let defaulted = LeaderElection::new()
+            .validate(&Defaults::new("op"))
+            .expect("valid");
+        let param = for_operator("op", &defaulted, &options, &rules())
+            .binding
+            .spec
+            .param_ref;
+        let param = param.expect("param ref");
+        assert_eq!(param.namespace.as_deref(), Some("ops"));
+        assert_eq!(param.name, Some(default_lease_name("ops", "op")));
+
+        let configured = LeaderElection::new()
+            .lease_namespace("elections")
+            .lease_name("op-leader")
+            .validate(&Defaults::new("op"))
+            .expect("valid");
+        let fence = for_operator("op", &configured, &options, &rules());
+        let param = fence.binding.spec.param_ref.expect("param ref");
+        assert_eq!(
+            (param.namespace.as_deref(), param.name.as_deref()),
+            (Some("elections"), Some("op-leader"))
+        );
+        assert_eq!(fence.lease.metadata.namespace.as_deref(), Some("elections"));
+    }
+
+    #[test]
     fn fences_what_the_operator_writes_and_never_leases_or_events() {
         let fenced = fenced_resources(&rules());
         let expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::from([
