@@ -1,4 +1,4 @@
-//! The `#[controller(...)]` attribute of [bonny-rs](https://example.invalid/bonny-rs), used as
+//! The `#[controller(...)]` attribute of [bonny-rs](https://docs.rs/bonny-rs), used as
 //! `bonny::controller`.
 //!
 //! Put it on a struct (unit or with fields). The struct is kept as written, and an
@@ -95,6 +95,8 @@
 
 mod attrs;
 mod expand;
+#[cfg(test)]
+mod properties;
 mod suggest;
 
 use proc_macro::TokenStream;

@@ -274,6 +274,12 @@ mod tests {
     }
 
     proptest! {
+    #![proptest_config(ProptestConfig {
+        // Failures found are kept as explicit tests, not in files beside the source.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
         /// Any string gets a verdict, and what passes holds only what the form allows.
         #[test]
         fn arbitrary_text_never_panics(text in any::<String>()) {

@@ -156,6 +156,12 @@ mod tests {
     }
 
     proptest! {
+    #![proptest_config(ProptestConfig {
+        // Failures found are kept as explicit tests, not in files beside the source.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
         /// A number and a unit read back as their product, whenever it fits.
         #[test]
         fn number_and_unit_round_trip(count in 0u64..=u64::MAX, unit in 0usize..UNITS.len()) {

@@ -53,6 +53,9 @@ pub use operator::{Operator, OperatorBuilder};
 pub use k8s_openapi;
 /// Re-exported so that generated code and users share one version.
 pub use kube;
+/// Re-exported so that a controller can log (`bonny::tracing::info!(..)`) without adding the
+/// crate; [`observe::init_logging`] installs the subscriber.
+pub use tracing;
 
 /// The names an operator author needs in scope.
 pub mod prelude {

@@ -1,4 +1,4 @@
-//! The command line: `cargo bonny new | gen controller | manifests`.
+//! The command line: `cargo bonny new | gen controller | manifests | dev | control-plane`.
 
 use std::{ffi::OsString, path::PathBuf};
 
@@ -34,6 +34,13 @@ pub enum Command {
     /// Print the operator's deployment manifests: runs `cargo run --quiet -- manifests ARGS`
     /// in the operator crate.
     Manifests(ManifestsArgs),
+    /// Run the operator against a local control plane (etcd, kube-apiserver,
+    /// kube-controller-manager) with its CRDs installed, until Ctrl-C; prints the kubeconfig
+    /// to use from another terminal.
+    Dev(DevArgs),
+    /// Build (the first time, with Go 1.26+) or find the local control plane's binaries
+    /// (etcd, kube-apiserver, kube-controller-manager, kubectl) and print their directory.
+    ControlPlane,
 }
 
 /// `cargo bonny new`.
@@ -103,6 +110,23 @@ pub struct ManifestsArgs {
     pub args: Vec<OsString>,
 }
 
+/// `cargo bonny dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// The operator crate's Cargo.toml.
+    #[arg(long, value_name = "PATH", default_value = "Cargo.toml")]
+    pub manifest_path: PathBuf,
+
+    /// Do not run kube-controller-manager (no garbage collection of objects whose owner is
+    /// deleted, namespaces are not emptied on delete).
+    #[arg(long)]
+    pub no_controller_manager: bool,
+
+    /// Passed on to the operator's `run` command.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<OsString>,
+}
+
 /// The arguments as clap expects them: with `bonny` after the program name, whether cargo put
 /// it there (`cargo bonny new`) or not (`cargo-bonny new`).
 pub fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
@@ -156,6 +180,17 @@ mod tests {
         };
         assert_eq!(args.manifest_path, PathBuf::from("op/Cargo.toml"));
         assert_eq!(args.args, ["--image", "x:1"]);
+    }
+
+    #[test]
+    fn dev_passes_what_follows_the_double_dash_to_run() {
+        let command = parse(&["cargo-bonny", "dev", "--", "--help"]);
+        let Ok(Command::Dev(args)) = command else {
+            panic!("{command:?}");
+        };
+        assert_eq!(args.manifest_path, PathBuf::from("Cargo.toml"));
+        assert!(!args.no_controller_manager);
+        assert_eq!(args.args, ["--help"]);
     }
 
     #[test]

@@ -97,6 +97,32 @@ pub enum Error {
     #[error("`cargo run -- manifests` failed ({0}); its output above says why")]
     Manifests(ExitStatus),
 
+    /// An operating-system call failed outside any file.
+    #[error("cannot {action}: {source}")]
+    System {
+        /// What was being done.
+        action: &'static str,
+        /// Why it failed.
+        source: io::Error,
+    },
+
+    /// The local control plane could not be built, found or started; the message says why and
+    /// what to do.
+    #[error("{0}")]
+    ControlPlane(#[source] bonny::testing::Error),
+
+    /// The task that finds or builds the control plane panicked or was cancelled.
+    #[error("finding the control plane binaries failed: {0}")]
+    ControlPlaneTask(String),
+
+    /// `manifests --crds` printed something that is not UTF-8.
+    #[error("`cargo run -- manifests --crds` printed bytes that are not UTF-8 YAML")]
+    CrdsNotUtf8,
+
+    /// The operator stopped by itself under `cargo bonny dev`; its logs above say why.
+    #[error("the operator exited ({0}); its log above says why")]
+    OperatorExited(ExitStatus),
+
     /// A template is broken (a bug in `cargo bonny`).
     #[error("bug in cargo bonny: template {template} has no value for {{{{{placeholder}}}}}")]
     Template {
@@ -116,6 +142,11 @@ impl Error {
             path,
             source,
         }
+    }
+
+    /// An operating-system error while doing `action`.
+    pub fn system(action: &'static str) -> impl FnOnce(io::Error) -> Self {
+        move |source| Self::System { action, source }
     }
 
     /// The process exit code for this error: the operator's own for a failed `manifests`, 1

@@ -1,14 +1,19 @@
-//! `cargo bonny`: scaffold [bonny-rs](https://example.invalid/bonny-rs) operators.
+//! `cargo bonny`: scaffold and run [bonny-rs](https://docs.rs/bonny-rs) operators.
 //!
 //! - `cargo bonny new NAME` creates an operator crate whose code compiles and whose test passes
 //!   against a real API server;
 //! - `cargo bonny gen controller KIND` adds a resource and its controller to one;
-//! - `cargo bonny manifests ARGS` prints the operator's deployment manifests.
+//! - `cargo bonny manifests ARGS` prints the operator's deployment manifests;
+//! - `cargo bonny dev` runs the operator against a local control plane until Ctrl-C;
+//! - `cargo bonny control-plane` builds or finds that control plane's binaries and prints
+//!   their directory.
 //!
 //! Templates are files under `templates/`, compiled in and filled by `{{placeholder}}`
 //! substitution.
 
 mod cli;
+mod control_plane;
+mod dev;
 mod error;
 mod generate;
 mod manifests;
@@ -39,5 +44,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::New(args) => new::new(&args),
         Command::Gen(Gen::Controller(args)) => generate::controller(&args),
         Command::Manifests(args) => manifests::manifests(&args),
+        Command::Dev(args) => dev::dev(&args),
+        Command::ControlPlane => control_plane::control_plane(),
     }
 }

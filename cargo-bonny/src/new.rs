@@ -56,7 +56,8 @@ pub fn new(args: &NewArgs) -> Result<(), Error> {
         println!("  {path}");
     }
     println!(
-        "\nNext:\n  cd {}\n  cargo test                  # the controller against a local API server\n  \
+        "\nNext:\n  cd {}\n  cargo bonny dev             # the operator on a local control plane\n  \
+         cargo test                  # the controller against a local API server\n  \
          cargo run -- manifests      # CRD, RBAC and Deployment as YAML",
         dir.display()
     );

@@ -93,6 +93,12 @@ fn new_writes_the_crate_with_a_path_dependency() {
         "{manifest}"
     );
     assert!(manifest.contains("\n[workspace]\n"), "{manifest}");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    assert!(
+        readme.starts_with("# widget-operator\n\n```sh\ncargo bonny dev "),
+        "the README starts with its two commands:\n{readme}"
+    );
+    assert!(readme.contains("\ncargo test "), "{readme}");
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("Dockerfile");
     assert!(dockerfile.contains("USER nonroot"), "{dockerfile}");
 }
@@ -209,6 +215,8 @@ fn every_command_has_help_and_usage_errors_do_not_panic() {
         &["bonny", "gen", "--help"],
         &["bonny", "gen", "controller", "--help"],
         &["bonny", "manifests", "--help"],
+        &["bonny", "dev", "--help"],
+        &["bonny", "control-plane", "--help"],
         &["new", "--help"],
     ] {
         let output = cargo_bonny(dir.path(), args);

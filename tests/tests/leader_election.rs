@@ -1,6 +1,8 @@
 //! The proof of leader election (LEADER_ELECTION.md, "How it is proved"): three `le-operator`
 //! processes on a real etcd + kube-apiserver, each appending its controller-running intervals
-//! to a witness file; every test ends by asserting that no two intervals overlap.
+//! to a witness file; every test ends by asserting that no two intervals overlap. The frozen
+//! leader's test (FENCING.md) witnesses writes instead: a frozen process runs nothing, yet its
+//! interval stays open until it resumes, so there the API server's stored versions testify.
 //!
 //! Timings: lease 3 s, renew deadline 2 s, retry period 500 ms. Failover times are measured
 //! on `CLOCK_MONOTONIC` (kill → the new leader's witnessed `start`) and printed. The tests of
@@ -72,20 +74,22 @@ struct Options {
     kubeconfig: Option<PathBuf>,
     /// `(libfaketime path, FAKETIME offset)`.
     faketime: Option<(PathBuf, String)>,
+    /// Run the scribe (a write on every reconcile) instead of the Widget controller.
+    scribe: bool,
 }
 
 impl Options {
     fn via(proxy: &Proxy) -> Self {
         Self {
             kubeconfig: Some(proxy.kubeconfig_path().to_path_buf()),
-            faketime: None,
+            ..Self::default()
         }
     }
 
     fn skewed(offset: &str) -> Self {
         Self {
-            kubeconfig: None,
             faketime: Some((libfaketime(), offset.to_owned())),
+            ..Self::default()
         }
     }
 }
@@ -195,6 +199,9 @@ impl Election {
             .stdout(stdout)
             .stderr(stderr)
             .kill_on_drop(true);
+        if options.scribe {
+            command.env("SCRIBE", "1");
+        }
         if let Some((library, offset)) = &options.faketime {
             command
                 .env("LD_PRELOAD", library)
@@ -952,4 +959,135 @@ async fn a_lease_handed_over_behind_the_leaders_back_never_makes_two_leaders() {
     election.assert_alive();
     assert!(overlaps.is_empty(), "two leaders:\n{}", overlaps.join("\n"));
     election.assert_no_overlap();
+}
+
+/// Sends `signal` to `name`'s process.
+fn signal(election: &Election, name: &str, signal: rustix::process::Signal) {
+    let pid = election.replicas[name].child.id().unwrap();
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+}
+
+/// Issue 11's frozen leader: SIGSTOP the leader for longer than the lease at a random point
+/// of its renewal cycle, let a standby take over, SIGCONT. Witness: the writer annotation of
+/// every version of the Widget as the API server stored them, in resourceVersion order. No
+/// version written by the frozen leader may follow its successor's first write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_lands_no_write_after_its_successor_took_over() {
+    // Six by default; `FREEZES=20` for issue 11's count.
+    let freezes: usize = std::env::var("FREEZES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(6);
+    let mut election = Election::start().await;
+    let scribe = Options {
+        scribe: true,
+        ..Options::default()
+    };
+    for name in REPLICAS {
+        election.spawn(name, scribe.clone());
+    }
+    let widgets: Api<Widget> = Api::namespaced(election.env.client(), NAMESPACE);
+    widgets
+        .create(
+            &PostParams::default(),
+            &Widget::new("scribbled", WidgetSpec { size: 1 }),
+        )
+        .await
+        .unwrap();
+    // Every stored version's writer, in the order the API server stored them.
+    let writers: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let recorder = {
+        let writers = writers.clone();
+        let mut events = watcher(widgets.clone(), watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        tokio::spawn(async move {
+            while let Some(Ok(widget)) = events.next().await {
+                let version = widget.metadata.resource_version.clone().unwrap_or_default();
+                let writer = widget
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("e2e.bonny.dev/writer"))
+                    .cloned();
+                if let (Ok(version), Some(writer)) = (version.parse::<u64>(), writer) {
+                    writers.lock().unwrap().push((version, writer));
+                }
+            }
+        })
+    };
+    let mut leader = election.leader(STARTUP).await;
+    let mut stale_writes = 0;
+    let mut rng_state = u64::from(std::process::id());
+    for freeze in 0..freezes {
+        eventually("the leader to write", PATIENCE, || async {
+            writers
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .take(3)
+                .any(|(_, w)| *w == leader)
+                .then_some(())
+        })
+        .await;
+        // A random point of the renewal cycle (retry period 500 ms).
+        rng_state = rng_state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        tokio::time::sleep(Duration::from_millis((rng_state >> 33) % 500)).await;
+        let frozen = leader.clone();
+        signal(&election, &frozen, rustix::process::Signal::STOP);
+        let stopped_at = monotonic_now();
+        let successor = eventually("a standby to take over", PATIENCE, || async {
+            election.holder().await.filter(|holder| *holder != frozen)
+        })
+        .await;
+        eventually("the successor to write", PATIENCE, || async {
+            writers
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(_, w)| *w == successor)
+                .then_some(())
+        })
+        .await;
+        // Frozen for longer than the lease, in any case.
+        let held = monotonic_now().saturating_sub(stopped_at);
+        tokio::time::sleep((LEASE_DURATION + RETRY_PERIOD).saturating_sub(held)).await;
+        signal(&election, &frozen, rustix::process::Signal::CONT);
+        let frozen_for = monotonic_now().saturating_sub(stopped_at);
+        // Time for the resumed process to do what it would: its timers are all overdue.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let stored = writers.lock().unwrap().clone();
+        let first_successor = stored
+            .iter()
+            .position(|(_, w)| *w == successor)
+            .expect("the successor wrote");
+        let late: Vec<_> = stored[first_successor..]
+            .iter()
+            .filter(|(_, w)| *w == frozen)
+            .collect();
+        println!(
+            "freeze {freeze}: {frozen} frozen {:.1}s, {successor} took over; {} write(s) by {frozen} after {successor}'s first",
+            frozen_for.as_secs_f64(),
+            late.len()
+        );
+        stale_writes += late.len();
+        let log = std::fs::read_to_string(&election.replicas[&frozen].log).unwrap();
+        assert!(
+            log.contains("lost leadership late"),
+            "{frozen} found its deadline passed on waking: see {}",
+            election.replicas[&frozen].log.display()
+        );
+        writers.lock().unwrap().clear();
+        leader = successor;
+        election.assert_alive();
+    }
+    recorder.abort();
+    assert_eq!(
+        stale_writes, 0,
+        "writes by a stale leader landed after its successor's"
+    );
 }

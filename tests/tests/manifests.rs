@@ -3,6 +3,7 @@
 //! operator says which permission is missing.
 #![allow(clippy::unwrap_used)]
 
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bonny::{
@@ -27,8 +28,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, CustomResourceExt,
-    api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
-    discovery::{Scope, pinned_kind},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -54,36 +54,48 @@ fn options() -> Options {
     Options::new("img:1").namespace("ops")
 }
 
-/// Server-side applies every document of a YAML stream, as `kubectl apply --server-side`
-/// would, and returns the `kind/name` of each.
-async fn apply_yaml(client: &Client, yaml: &str) -> Vec<String> {
-    let mut applied = Vec::new();
-    let documents: Vec<DynamicObject> = serde_saphyr::from_multiple(yaml).unwrap();
-    for object in documents {
-        let types = object.types.clone().expect("apiVersion and kind");
-        let gvk = GroupVersionKind::try_from(&types).unwrap();
-        let (resource, capabilities) = pinned_kind(client, &gvk).await.unwrap();
-        let name = object.metadata.name.clone().expect("a name");
-        let api: Api<DynamicObject> = match capabilities.scope {
-            Scope::Namespaced => {
-                let namespace = object.metadata.namespace.as_deref().expect("a namespace");
-                Api::namespaced_with(client.clone(), namespace, &resource)
-            }
-            Scope::Cluster => Api::all_with(client.clone(), &resource),
-        };
-        if let Err(err) = api
-            .patch(
-                &name,
-                &PatchParams::apply("bonny-e2e"),
-                &Patch::Apply(&object),
-            )
-            .await
-        {
-            panic!("the API server refused {} {name}: {err}", types.kind);
-        }
-        applied.push(format!("{}/{name}", types.kind));
-    }
-    applied
+/// `kubectl apply -f - ARGS` of `yaml` on the environment; returns what kubectl printed, one
+/// `resource/name action` per object.
+fn kubectl_apply(env: &TestEnv, yaml: &str, args: &[&str]) -> Vec<String> {
+    use std::io::Write;
+    let mut kubectl = env.kubectl().unwrap();
+    let mut child = kubectl
+        .args(["apply", "-f", "-"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "kubectl apply {args:?} failed ({}):\n{stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout.lines().map(str::to_owned).collect()
+}
+
+/// What `kubectl apply` prints for the generated manifests, followed by `action`.
+fn applied(action: &str) -> Vec<String> {
+    [
+        format!("customresourcedefinition.apiextensions.k8s.io/{WIDGETS}"),
+        format!("serviceaccount/{OPERATOR}"),
+        format!("clusterrole.rbac.authorization.k8s.io/{OPERATOR}"),
+        format!("clusterrolebinding.rbac.authorization.k8s.io/{OPERATOR}"),
+        format!("deployment.apps/{OPERATOR}"),
+    ]
+    .into_iter()
+    .map(|object| format!("{object} {action}"))
+    .collect()
 }
 
 async fn wait_established(client: &Client, name: &str) {
@@ -183,22 +195,16 @@ async fn generated_manifests_apply_and_their_rbac_is_all_the_operator_needs() {
     );
     let manifests = operator.manifests(&options()).unwrap();
 
-    let applied = apply_yaml(&admin, &manifests.to_yaml().unwrap()).await;
-    assert_eq!(
-        applied,
-        [
-            format!("CustomResourceDefinition/{WIDGETS}"),
-            format!("ServiceAccount/{OPERATOR}"),
-            format!("ClusterRole/{OPERATOR}"),
-            format!("ClusterRoleBinding/{OPERATOR}"),
-            format!("Deployment/{OPERATOR}"),
-        ]
-    );
+    // As a user deploys them: first a server-side dry run (every object validated and
+    // admitted, nothing stored), then `kubectl apply -f -`.
+    let yaml = manifests.to_yaml().unwrap();
+    let dry_run = kubectl_apply(&env, &yaml, &["--server-side", "--dry-run=server"]);
+    assert_eq!(dry_run, applied("serverside-applied (server dry run)"));
+    let deployments = Api::<Deployment>::namespaced(admin.clone(), "ops");
+    assert!(deployments.get_opt(OPERATOR).await.unwrap().is_none());
+    assert_eq!(kubectl_apply(&env, &yaml, &[]), applied("created"));
     wait_established(&admin, WIDGETS).await;
-    let deployment = Api::<Deployment>::namespaced(admin.clone(), "ops")
-        .get(OPERATOR)
-        .await
-        .unwrap();
+    let deployment = deployments.get(OPERATOR).await.unwrap();
     let pod = deployment.spec.template.spec.unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some(OPERATOR));
     assert_eq!(pod.containers[0].image.as_deref(), Some("img:1"));
@@ -275,6 +281,49 @@ async fn generated_manifests_apply_and_their_rbac_is_all_the_operator_needs() {
         holder(leases.get_opt(&lease_name).await.unwrap()),
         None,
         "the Lease is released on shutdown"
+    );
+}
+
+/// The README's deploy line, `cargo run -- manifests --image registry/widget-operator:1.0 |
+/// kubectl apply -f -`, with the e2e Widget operator's binary in place of `cargo run --`.
+#[tokio::test]
+async fn the_readme_deploy_line_applies_with_kubectl() {
+    init_tracing();
+    let env = TestEnv::start().await.unwrap();
+    let readme = include_str!("../../README.md");
+    let line = "cargo run -- manifests --image registry/widget-operator:1.0 | kubectl apply -f -";
+    assert!(readme.contains(line), "the README's deploy line changed");
+    let operator = env!("CARGO_BIN_EXE_ops-operator");
+    let kubectl = env.kubectl().unwrap();
+    let pipeline = line
+        .replace("cargo run --", "\"$OPERATOR\"")
+        .replace("kubectl", "\"$KUBECTL\"");
+    let output = Command::new("bash")
+        .args(["-c", &format!("set -euo pipefail; {pipeline}")])
+        .env("OPERATOR", operator)
+        .env("KUBECTL", kubectl.get_program())
+        .env("KUBECONFIG", env.kubeconfig_path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{pipeline} failed ({}):\n{stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("deployment.apps/ops-operator created"),
+        "{stdout}"
+    );
+    let deployment = Api::<Deployment>::namespaced(env.client(), "default")
+        .get("ops-operator")
+        .await
+        .unwrap();
+    let pod = deployment.spec.template.spec.unwrap();
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some("registry/widget-operator:1.0")
     );
 }
 
@@ -395,6 +444,136 @@ async fn a_missing_rule_is_named_with_the_forbidden_request() {
             .contains(r#"controller_runtime_reconcile_errors_total{controller="widget"}"#)
     );
     assert!(!task.is_finished());
+    stop.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// Log lines written while it is alive, on this thread (the test's current-thread runtime
+/// runs the operator's tasks here too).
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn a_lease_the_replica_may_not_use_is_named_and_keeps_it_unready() {
+    let log = CapturedLog::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(log.clone())
+        .with_ansi(false)
+        .with_env_filter("info")
+        .finish();
+    let _log = tracing::subscriber::set_default(subscriber);
+    let env = TestEnv::builder().user("no-leases").start().await.unwrap();
+    let admin = env.client();
+    env.install_crd(Widget::crd()).await.unwrap();
+    let manifests = widget_operator(admin.clone(), WidgetController::default(), Metrics::new())
+        .manifests(&options())
+        .unwrap();
+    grant(
+        &env,
+        &manifests,
+        without(&manifests.cluster_role, "leases", None),
+        "no-leases",
+    )
+    .await;
+    let operator = widget_operator(
+        env.user_client("no-leases").await.unwrap(),
+        WidgetController::default(),
+        Metrics::new(),
+    );
+    let health = operator.health().clone();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(operator.run_until(stop.clone()));
+
+    // Not ready, saying which request was refused and where the rule comes from.
+    let binary = std::env::args_os()
+        .next()
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+        })
+        .unwrap();
+    let reason = eventually("/readyz to name the refused Lease", WAIT, || async {
+        health
+            .ready()
+            .err()
+            .filter(|reason| reason.contains("leases"))
+    })
+    .await;
+    assert!(
+        reason.starts_with(
+            "this replica may not get leases.coordination.k8s.io in namespace default \
+             (403 Forbidden: "
+        ),
+        "{reason}"
+    );
+    assert!(
+        reason.ends_with(&format!(
+            "grant it with the ClusterRole that `{binary} manifests` generates"
+        )),
+        "{reason}"
+    );
+    assert!(reason.contains("User \"no-leases\""), "{reason}");
+
+    // Retried for several polls, said once, as that sentence, never as a Status dump.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let text = log.text();
+    assert_eq!(
+        text.matches("may not get leases.coordination.k8s.io")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(!text.contains("Status {"), "{text}");
+    assert!(!text.contains("<your-operator>"), "{text}");
+
+    // Granted: ready again, and the replica takes the Lease.
+    Api::<ClusterRole>::all(admin.clone())
+        .patch(
+            &format!("{OPERATOR}-no-leases"),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "rules": manifests.cluster_role.rules })),
+        )
+        .await
+        .unwrap();
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), "default");
+    let lease_name = default_lease_name("default", OPERATOR);
+    eventually(
+        "the replica to take the Lease once allowed",
+        WAIT,
+        || async { holder(leases.get_opt(&lease_name).await.unwrap()) },
+    )
+    .await;
+    eventually("/readyz to pass", WAIT, || async { health.ready().ok() }).await;
     stop.cancel();
     tokio::time::timeout(WAIT, task)
         .await

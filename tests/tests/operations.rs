@@ -575,4 +575,25 @@ async fn the_command_line_explains_itself_and_rejects_unknown_arguments() {
             && stdout.contains("image: img:1"),
         "{stdout}"
     );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("warning"),
+        "no warning with --image: {stderr}"
+    );
+
+    let output = ops_operator().arg("manifests").output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: no --image given")
+            && stderr.contains("operator:latest")
+            && String::from_utf8_lossy(&output.stdout).contains("image: operator:latest"),
+        "{stderr}"
+    );
+    let output = ops_operator()
+        .args(["manifests", "--crds"])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.stderr.is_empty(), "only CRDs: no image, no warning");
 }

@@ -62,21 +62,12 @@ fn cargo_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
-    let build = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tools/control-plane/build.sh"
+    // Built here, once, with its progress shown, rather than inside the first test that needs it.
+    eprintln!(
+        "+ bonny::testing::Binaries::locate() (etcd, kube-apiserver, kube-controller-manager, kubectl)"
     );
-    eprintln!("+ {build}");
-    let status = Command::new("bash")
-        .arg(build)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .map_err(|err| format!("cannot run {build}: {err}"))?;
-    if !status.success() {
-        return Err(format!(
-            "building the control plane failed ({status}); see the output above"
-        ));
-    }
+    let binaries = bonny::testing::Binaries::locate().map_err(|err| err.to_string())?;
+    eprintln!("  control plane binaries in {}", binaries.dir().display());
     ensure_faketime()?;
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&[

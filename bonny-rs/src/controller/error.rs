@@ -30,6 +30,19 @@ impl fmt::Display for Message {
 impl StdError for Message {}
 
 impl ReconcileError {
+    /// A failure with an event reason (`PascalCase`, at most 128 characters) and a message,
+    /// without an error type.
+    ///
+    /// ```
+    /// use bonny::controller::ReconcileError;
+    /// let err = ReconcileError::new("SourceMissing", "configmap default/source not found");
+    /// assert_eq!(err.reason(), "SourceMissing");
+    /// assert_eq!(err.to_string(), "configmap default/source not found");
+    /// ```
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::with_reason(reason, Message(message.into()))
+    }
+
     /// A failure described by a message.
     pub fn msg(message: impl Into<String>) -> Self {
         Self::with_reason("ReconcileFailed", Message(message.into()))
@@ -56,6 +69,14 @@ impl ReconcileError {
         self.reason
     }
 
+    /// Whether the API server refused the request for lack of permission (403).
+    pub(crate) fn is_forbidden(&self) -> bool {
+        matches!(
+            self.source.downcast_ref::<kube::Error>(),
+            Some(kube::Error::Api(status)) if status.code == 403
+        )
+    }
+
     /// The underlying error.
     pub fn source_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
         &*self.source
@@ -72,14 +93,8 @@ impl fmt::Display for ReconcileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The API server's own words read better than kube's debug dump of its Status.
         if let Some(kube::Error::Api(status)) = self.source.downcast_ref::<kube::Error>() {
-            write!(f, "{}", status.message)?;
-            if status.code == 403 {
-                write!(
-                    f,
-                    "; grant it in the operator's ClusterRole (see `<your-operator> manifests`)"
-                )?;
-            }
-            return Ok(());
+            // The runtime adds where a refused permission is granted (it knows the binary).
+            return write!(f, "{}", status.message);
         }
         write!(f, "{}", self.source)?;
         let mut cause = self.source.source();

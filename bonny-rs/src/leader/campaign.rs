@@ -2,7 +2,9 @@
 //! [`Gate`]. Every request goes through a [`LeaseStore`]; every choice of what to write is
 //! made by the pure [`decision`](super::decision) core.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,6 +17,8 @@ use tracing::{debug, info, warn};
 use super::config::{Election, JITTER_FACTOR};
 use super::decision::{Ballot, Decision, Loss, Move, Observation, Tenure, decide};
 use super::error::RequestError;
+use super::gate::Closing;
+use super::guard::WriteGuard;
 use super::record::{self, LeaseRecord};
 use super::store::{LeaseEvent, LeaseEvents, LeaseStore};
 use super::{Error, Gate, LeaderStatus};
@@ -28,8 +32,18 @@ enum WakeUp {
 /// Why leading ended.
 enum Reign {
     Shutdown,
-    Lost,
+    /// Leadership lost; the gate closes as this says.
+    Lost(Closing),
 }
+
+/// How late a deadline may be noticed and still count as noticed in time: timers on a busy
+/// machine fire within milliseconds, so anything later means the process was frozen or
+/// starved while its tenure ran out.
+const LATE_LAPSE: Duration = Duration::from_millis(100);
+
+/// A foreign Lease with a duration beyond this is spoken of: it keeps every replica waiting
+/// that long after its holder is gone.
+const ODD_LEASE_DURATION: Duration = Duration::from_secs(3600);
 
 /// The result of one renewal attempt.
 enum Renewal {
@@ -48,10 +62,17 @@ pub(crate) struct Campaign<S> {
     release_on_shutdown: bool,
     exit_on_loss: bool,
     status: LeaderStatus,
+    guard: WriteGuard,
+    /// The operator's binary, named in permission hints.
+    binary: String,
     observation: Observation,
     /// Whether the observed record is known to be current (we wrote it last), so the next
     /// renewal may skip the read.
     fresh: bool,
+    /// What was last said about an odd Lease, so it is said once, not on every retry.
+    spoken: Option<String>,
+    /// The verbs on the Lease the API server refused, with the sentence that says so.
+    refused: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl<S: LeaseStore> Campaign<S> {
@@ -65,13 +86,22 @@ impl<S: LeaseStore> Campaign<S> {
             request_timeout: (election.renew_deadline / 2).max(Duration::from_secs(1)),
             release_on_shutdown: election.release_on_shutdown,
             exit_on_loss: election.exit_on_loss,
+            guard: WriteGuard::new(),
+            binary: election.binary,
             observation: Observation::default(),
             fresh: false,
+            spoken: None,
+            refused: Mutex::default(),
         }
     }
 
     pub(crate) fn status(&self) -> LeaderStatus {
         self.status.clone()
+    }
+
+    /// The tenure every guarded client checks, kept up to date by [`run`](Self::run).
+    pub(crate) fn write_guard(&self) -> WriteGuard {
+        self.guard.clone()
     }
 
     pub(crate) fn ballot(&self) -> &Ballot {
@@ -92,6 +122,7 @@ impl<S: LeaseStore> Campaign<S> {
                 debug!(lease = %self.ballot.lease_name, "shutting down while standing by");
                 return Ok(());
             };
+            self.guard.grant(tenure.deadline());
             self.status.set_leading(true);
             info!(
                 lease = %self.ballot.lease_name, namespace = %self.ballot.lease_namespace,
@@ -101,7 +132,17 @@ impl<S: LeaseStore> Campaign<S> {
             );
             gate.open().await;
             let reign = self.lead(tenure, &shutdown).await;
-            gate.close().await;
+            match reign {
+                // Shutting down in good standing: in-flight writes may land until the tenure
+                // ends, then the Lease is released.
+                Reign::Shutdown => gate.close(Closing::Drain).await,
+                // Lost: nothing may be written any more, whatever is still in flight.
+                Reign::Lost(how) => {
+                    self.guard.revoke();
+                    gate.close(how).await;
+                }
+            }
+            self.guard.revoke();
             self.status.set_leading(false);
             match reign {
                 Reign::Shutdown => {
@@ -111,11 +152,11 @@ impl<S: LeaseStore> Campaign<S> {
                     }
                     return Ok(());
                 }
-                Reign::Lost if self.exit_on_loss => {
+                Reign::Lost(_) if self.exit_on_loss => {
                     warn!(lease = %self.ballot.lease_name, "controllers stopped after losing leadership, exiting");
                     return Err(Error::LeadershipLost);
                 }
-                Reign::Lost => {
+                Reign::Lost(_) => {
                     info!(lease = %self.ballot.lease_name, "controllers stopped after losing leadership, standing by");
                 }
             }
@@ -159,20 +200,24 @@ impl<S: LeaseStore> Campaign<S> {
             if read {
                 next_poll = Instant::now() + self.jittered_retry();
                 if let Err(error) = self.read().await {
-                    warn!(lease = %self.ballot.lease_name, %error, "could not read the lease, retrying");
+                    self.log_failure("could not read the lease, retrying", &error);
                     continue;
                 }
             }
             let started = Instant::now();
             let written = match self.next_move(false) {
-                Move::Wait { .. } | Move::StepDown(_) => {
+                Move::Wait { holder, expires_in } => {
+                    if holder.is_empty() {
+                        self.speak_of_free_lease(expires_in);
+                    }
                     if watch.is_none() {
                         watch = self.start_watch().await;
                     }
                     continue;
                 }
-                Move::Create(body) => self.call(self.store.create(body)).await,
-                Move::Replace(body) => self.call(self.store.replace(body)).await,
+                Move::StepDown(_) => continue,
+                Move::Create(body) => self.call("create", self.store.create(body)).await,
+                Move::Replace(body) => self.call("update", self.store.replace(body)).await,
             };
             match written {
                 Ok(object) => {
@@ -184,9 +229,7 @@ impl<S: LeaseStore> Campaign<S> {
                 Err(RequestError::Conflict(error)) => {
                     debug!(lease = %self.ballot.lease_name, %error, "another candidate wrote the lease first");
                 }
-                Err(error) => {
-                    warn!(lease = %self.ballot.lease_name, %error, "could not write the lease, retrying");
-                }
+                Err(error) => self.log_failure("could not write the lease, retrying", &error),
             }
         }
     }
@@ -229,29 +272,45 @@ impl<S: LeaseStore> Campaign<S> {
                     }
                     failures = 0;
                     tenure.renewed(started);
+                    self.guard.grant(tenure.deadline());
                     self.status.renewed(started);
                 }
-                Renewal::Lost => return Reign::Lost,
+                Renewal::Lost => return Reign::Lost(Closing::Drain),
                 Renewal::Failed(error) => {
                     failures += 1;
                     self.fresh = false;
-                    warn!(
-                        lease = %self.ballot.lease_name, %error, failed_attempts = failures,
-                        left = ?tenure.deadline().saturating_duration_since(Instant::now()),
-                        "could not renew leadership, retrying until the renew deadline"
-                    );
+                    if error.is_forbidden() {
+                        debug!(lease = %self.ballot.lease_name, %error, failed_attempts = failures, "could not renew leadership");
+                    } else {
+                        warn!(
+                            lease = %self.ballot.lease_name, %error, failed_attempts = failures,
+                            left = ?tenure.deadline().saturating_duration_since(Instant::now()),
+                            "could not renew leadership, retrying until the renew deadline"
+                        );
+                    }
                 }
             }
         }
     }
 
+    /// The renew deadline has passed: a loss, noticed in time or late.
     fn deadline_passed(&self, tenure: Tenure) -> Reign {
+        let late = Instant::now().saturating_duration_since(tenure.deadline());
+        if late > LATE_LAPSE {
+            warn!(
+                lease = %self.ballot.lease_name, renew_deadline = ?self.renew_deadline,
+                noticed_late_by = ?late,
+                "lost leadership late: the renew deadline had passed before the elector could \
+                 act (the process was frozen or starved), aborting every controller at once"
+            );
+            return Reign::Lost(Closing::Abort);
+        }
         warn!(
             lease = %self.ballot.lease_name, renew_deadline = ?self.renew_deadline,
             last_renewal_ago = ?tenure.renewed_at().elapsed(),
             "lost leadership: no renewal succeeded within the renew deadline, stopping controllers"
         );
-        Reign::Lost
+        Reign::Lost(Closing::Drain)
     }
 
     /// One renewal: a write based on our last write when it is known current, else a read
@@ -294,7 +353,7 @@ impl<S: LeaseStore> Campaign<S> {
             // A leader's move is a renewal or a step-down; anything else ends the reign too.
             Move::Create(_) | Move::Wait { .. } => return Renewal::Lost,
         };
-        match self.call(self.store.replace(body)).await {
+        match self.call("update", self.store.replace(body)).await {
             Ok(object) => {
                 self.observe(Some(LeaseRecord::parse(object)));
                 self.fresh = true;
@@ -319,7 +378,7 @@ impl<S: LeaseStore> Campaign<S> {
             return;
         }
         let body = record::release(current, &MicroTime(Timestamp::now()));
-        match self.call(self.store.replace(body)).await {
+        match self.call("update", self.store.replace(body)).await {
             Ok(_) => info!(%lease, "released leadership"),
             Err(error) => {
                 warn!(%lease, %error, "could not release the lease; standbys take over when it expires");
@@ -328,14 +387,14 @@ impl<S: LeaseStore> Campaign<S> {
     }
 
     async fn read(&mut self) -> Result<(), RequestError> {
-        let object = self.call(self.store.get()).await?;
+        let object = self.call("get", self.store.get()).await?;
         self.observe(object.map(LeaseRecord::parse));
         Ok(())
     }
 
     async fn start_watch(&self) -> Option<LeaseEvents> {
         let version = self.observation.record()?.resource_version.clone()?;
-        match self.call(self.store.watch(version)).await {
+        match self.call("watch", self.store.watch(version)).await {
             Ok(events) => Some(events),
             Err(error) => {
                 debug!(lease = %self.ballot.lease_name, %error, "could not watch the lease, polling only");
@@ -348,6 +407,7 @@ impl<S: LeaseStore> Campaign<S> {
         if !self.observation.observe(record, Instant::now()) {
             return;
         }
+        self.speak_of_long_lease();
         let holder = self.observation.record().and_then(|r| r.holder.clone());
         if self.status.holder() != holder {
             let lease = &self.ballot.lease_name;
@@ -394,18 +454,122 @@ impl<S: LeaseStore> Campaign<S> {
             .mul_f64(1.0 + rand::random::<f64>() * (JITTER_FACTOR - 1.0))
     }
 
-    /// One request with its own timeout; 409 answers are told apart.
+    /// One request (`verb` on the Lease) with its own timeout; 409 answers and refused
+    /// permissions are told apart. A refusal makes the status report the problem (and
+    /// `/readyz` fail) until a request is allowed again.
     async fn call<T>(
         &self,
+        verb: &'static str,
         request: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, RequestError> {
-        match tokio::time::timeout(self.request_timeout, request).await {
+        let result = match tokio::time::timeout(self.request_timeout, request).await {
             Err(_) => Err(RequestError::Timeout(self.request_timeout)),
             Ok(Err(kube::Error::Api(status))) if status.code == 409 => {
                 Err(RequestError::Conflict(kube::Error::Api(status)))
             }
-            Ok(result) => result.map_err(RequestError::from),
+            Ok(Err(kube::Error::Api(status))) if matches!(status.code, 401 | 403) => {
+                Err(RequestError::Forbidden {
+                    verb,
+                    namespace: self.ballot.lease_namespace.clone(),
+                    binary: self.binary.clone(),
+                    source: kube::Error::Api(status),
+                })
+            }
+            Ok(result) => result.map_err(RequestError::Api),
+        };
+        match &result {
+            Err(error @ RequestError::Forbidden { .. }) => {
+                self.note_permission(verb, Some(error.to_string()));
+            }
+            // A timeout proves nothing about permissions either way.
+            Err(RequestError::Timeout(_)) => {}
+            Ok(_) | Err(RequestError::Conflict(_) | RequestError::Api(_)) => {
+                self.note_permission(verb, None);
+            }
         }
+        result
+    }
+
+    /// Records whether `verb` on the Lease was refused (`Some` with the sentence saying so),
+    /// says so once when that changes, and publishes every refusal as the status' problem.
+    fn note_permission(&self, verb: &'static str, refusal: Option<String>) {
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        let lease = &self.ballot.lease_name;
+        match refusal {
+            Some(sentence) => {
+                if refused.get(verb) != Some(&sentence) {
+                    warn!(%lease, "{sentence}");
+                    refused.insert(verb, sentence);
+                }
+            }
+            None => {
+                if refused.remove(verb).is_some() {
+                    info!(%lease, verb, "the API server allows this request on the lease again");
+                }
+            }
+        }
+        let problem = (!refused.is_empty())
+            .then(|| refused.values().cloned().collect::<Vec<_>>().join("; and "));
+        self.status.set_problem(problem);
+    }
+
+    /// Logs a failed request: a refused permission was already said once by `call`.
+    fn log_failure(&self, what: &str, error: &RequestError) {
+        if error.is_forbidden() {
+            debug!(lease = %self.ballot.lease_name, %error, "{what}");
+        } else {
+            warn!(lease = %self.ballot.lease_name, %error, "{what}");
+        }
+    }
+
+    /// Says once what waiting on a Lease without a holder means.
+    fn speak_of_free_lease(&mut self, expires_in: Duration) {
+        let said = format!(
+            "free {:?}",
+            self.observation.record().map(|r| &r.resource_version)
+        );
+        if self.spoken.as_ref() == Some(&said) {
+            return;
+        }
+        self.spoken = Some(said);
+        let (namespace, lease) = (&self.ballot.lease_namespace, &self.ballot.lease_name);
+        let cause = if self.observation.record().is_some() {
+            "has no holder, but no leader released it (its holder was removed by hand or by a tool)"
+        } else {
+            "was deleted while held"
+        };
+        info!(
+            %lease, %namespace, waiting = ?expires_in,
+            "the lease {cause}: waiting one lease duration in case its last leader still runs \
+             controllers, then taking it"
+        );
+    }
+
+    /// Warns once per holder and duration about a foreign Lease far longer than ours.
+    fn speak_of_long_lease(&mut self) {
+        let Some(record) = self.observation.record() else {
+            return;
+        };
+        let (Some(holder), Some(duration)) = (&record.holder, record.lease_duration) else {
+            return;
+        };
+        if *holder == self.ballot.identity || duration <= ODD_LEASE_DURATION {
+            return;
+        }
+        let said = format!("long {holder} {duration:?}");
+        if self.spoken.as_ref() == Some(&said) {
+            return;
+        }
+        let (namespace, lease) = (&self.ballot.lease_namespace, &self.ballot.lease_name);
+        warn!(
+            %lease, %namespace, %holder, lease_duration_seconds = duration.as_secs(),
+            "the lease is held by {holder} for {}s, far beyond this operator's own {}s: it is \
+             honoured, so if {holder} is gone no replica runs controllers until it expires; if \
+             nothing runs as {holder}, clear it with `kubectl delete lease -n {namespace} {lease}`",
+            duration.as_secs(),
+            self.ballot.lease_duration.as_secs(),
+        );
+        self.spoken = Some(said);
     }
 }
 
@@ -427,11 +591,24 @@ mod tests {
     use crate::leader::store::fake::{FakeStore, Mode};
     use crate::leader::{Defaults, LeaderElection};
 
-    /// Records every open and close with its instant.
+    /// Records every open and close with its instant, and how each close was asked for
+    /// with whether the write guard still held then.
     #[derive(Clone, Default)]
-    struct Journal(Arc<Mutex<Vec<(Instant, String, bool)>>>);
+    struct Journal(
+        Arc<Mutex<Vec<(Instant, String, bool)>>>,
+        Arc<Mutex<Vec<(String, Closing, bool)>>>,
+    );
 
     impl Journal {
+        fn closings(&self, id: &str) -> Vec<(Closing, bool)> {
+            let closings = self.1.lock().expect("journal lock");
+            closings
+                .iter()
+                .filter(|(who, _, _)| who == id)
+                .map(|(_, how, held)| (*how, *held))
+                .collect()
+        }
+
         fn entries(&self) -> Vec<(Instant, String, bool)> {
             self.0.lock().expect("journal lock").clone()
         }
@@ -456,17 +633,23 @@ mod tests {
     struct TestGate {
         id: String,
         journal: Journal,
+        guard: WriteGuard,
     }
 
     impl Gate for TestGate {
         async fn open(&mut self) {
+            assert!(self.guard.holds(), "the gate opens within a tenure");
             let entry = (Instant::now(), self.id.clone(), true);
             self.journal.0.lock().expect("journal lock").push(entry);
         }
 
-        async fn close(&mut self) {
-            // Stopping controllers takes a moment.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        async fn close(&mut self, how: Closing) {
+            let closing = (self.id.clone(), how, self.guard.holds());
+            self.journal.1.lock().expect("journal lock").push(closing);
+            // Draining controllers takes a moment; aborting them does not.
+            if how == Closing::Drain {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             let entry = (Instant::now(), self.id.clone(), false);
             self.journal.0.lock().expect("journal lock").push(entry);
         }
@@ -474,6 +657,7 @@ mod tests {
 
     struct Replica {
         status: LeaderStatus,
+        guard: WriteGuard,
         shutdown: CancellationToken,
         task: JoinHandle<Result<(), Error>>,
     }
@@ -487,15 +671,18 @@ mod tests {
             .expect("valid config");
         let campaign = Campaign::new(election, store.clone());
         let status = campaign.status();
+        let guard = campaign.write_guard();
         let shutdown = CancellationToken::new();
         let mut gate = TestGate {
             id: id.to_owned(),
             journal: journal.clone(),
+            guard: guard.clone(),
         };
         let token = shutdown.clone();
         let task = tokio::spawn(async move { campaign.run(&mut gate, token).await });
         Replica {
             status,
+            guard,
             shutdown,
             task,
         }
@@ -533,6 +720,12 @@ mod tests {
         assert_eq!(a.status.identity(), "a");
         assert_eq!(a.status.last_renewal(), Some(t0 + Duration::from_secs(6)));
         assert_eq!(holder(&store), Some("a".into()));
+        // The write guard's tenure follows the renewals.
+        assert!(a.guard.holds());
+        assert_eq!(
+            a.guard.deadline(),
+            Some(t0 + Duration::from_secs(6) + Duration::from_secs(10))
+        );
         // One read, one create, then a single write per renewal.
         assert_eq!((store.reads(), store.writes()), (1, 4));
         let lease = store.object().expect("lease");
@@ -542,6 +735,9 @@ mod tests {
         a.shutdown.cancel();
         assert!(a.task.await.expect("no panic").is_ok());
         assert_eq!(journal.closed("a").len(), 1);
+        // Shutdown drains with writes still allowed, then ends the tenure before releasing.
+        assert_eq!(journal.closings("a"), vec![(Closing::Drain, true)]);
+        assert!(!a.guard.holds());
         assert!(!a.status.is_leader());
         let lease = store.object().expect("lease");
         assert_eq!(holder(&store), None, "released: {lease}");
@@ -610,6 +806,13 @@ mod tests {
             Duration::from_secs(10) + Duration::from_millis(100),
         );
         assert!(!a.status.is_leader());
+        // Noticed in time: a drain, with writes already refused.
+        assert_eq!(
+            journal.closings("a"),
+            vec![(Closing::Drain, false)],
+            "{mode:?}"
+        );
+        assert!(!a.guard.holds());
         // The API comes back: the Lease is still ours, so we take it again.
         store.set_mode(Mode::Up);
         sleep(5_000).await;
@@ -632,6 +835,138 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn hanging_api_closes_the_gate_by_the_renew_deadline() {
         outage_closes_the_gate_by_the_renew_deadline(Mode::Stalled).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_frozen_past_its_deadline_aborts_at_once() {
+        let store = FakeStore::new(None);
+        let journal = Journal::default();
+        let a = start("a", LeaderElection::new(), &store, &journal);
+        sleep(3_000).await;
+        assert!(a.status.is_leader() && a.guard.holds());
+        // The elector's task is not polled while the clock jumps: a freeze longer than the
+        // lease. On waking, its deadline is long gone.
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert!(!a.guard.holds(), "writes are refused from the deadline on");
+        sleep(10).await;
+        let resumed = Instant::now();
+        assert_eq!(journal.closings("a"), vec![(Closing::Abort, false)]);
+        let closed = journal.closed("a");
+        assert_eq!(closed.len(), 1);
+        assert!(closed[0] <= resumed, "aborted without any grace");
+        // Nobody else took the Lease meanwhile: it has expired by our own observation too,
+        // so the replica takes it again, with a fresh tenure.
+        let opened = journal.opened("a");
+        assert_eq!(opened.len(), 2);
+        assert!(opened[1] >= closed[0]);
+        assert!(a.status.is_leader() && a.guard.holds());
+        a.shutdown.cancel();
+        assert!(a.task.await.expect("no panic").is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_lease_is_reported_with_its_fix_until_allowed() {
+        let store = FakeStore::new(None);
+        store.set_mode(Mode::Forbidden);
+        let journal = Journal::default();
+        let a = start("a", LeaderElection::new(), &store, &journal);
+        sleep(5_000).await;
+        let problem = a.status.problem().expect("a problem is reported");
+        assert!(
+            problem.starts_with(
+                "this replica may not get leases.coordination.k8s.io in namespace ns (403 Forbidden"
+            ),
+            "{problem}"
+        );
+        assert!(
+            problem.ends_with("grant it with the ClusterRole that `test manifests` generates"),
+            "{problem}"
+        );
+        assert!(!problem.contains("Status {"), "{problem}");
+        assert!(journal.opened("a").is_empty());
+        store.set_mode(Mode::Up);
+        sleep(3_000).await;
+        assert_eq!(a.status.problem(), None);
+        assert_eq!(journal.opened("a").len(), 1);
+        a.shutdown.cancel();
+        assert!(a.task.await.expect("no panic").is_ok());
+    }
+
+    /// Log lines written on this thread while the returned guard lives.
+    fn capture_log() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+        #[derive(Clone)]
+        struct Writer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Writer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("log lock").extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = Writer(buffer.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        (buffer, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(buffer: &Arc<Mutex<Vec<u8>>>) -> String {
+        String::from_utf8_lossy(&buffer.lock().expect("log lock")).into_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn odd_leases_are_spoken_of_once() {
+        let (log, _guard) = capture_log();
+        // A foreign Lease held for two hours: honoured, and explained once.
+        let store = FakeStore::new(Some(json!({
+            "metadata": { "name": "lease", "namespace": "ns" },
+            "spec": { "holderIdentity": "ghost", "leaseDurationSeconds": 7200 },
+        })));
+        let journal = Journal::default();
+        let a = start("a", LeaderElection::new(), &store, &journal);
+        sleep(20_000).await;
+        assert!(journal.opened("a").is_empty(), "the long Lease is honoured");
+        let said = text(&log);
+        assert_eq!(
+            said.matches("far beyond this operator's own 15s").count(),
+            1,
+            "{said}"
+        );
+        assert!(said.contains("held by ghost for 7200s"), "{said}");
+        assert!(
+            said.contains("clear it with `kubectl delete lease -n ns lease`"),
+            "{said}"
+        );
+        a.shutdown.cancel();
+        assert!(a.task.await.expect("no panic").is_ok());
+
+        // A holderless Lease no leader released: the wait is explained once, then it is taken.
+        let store = FakeStore::new(Some(json!({
+            "metadata": { "name": "lease", "namespace": "ns" },
+            "spec": { "leaseTransitions": 2 },
+        })));
+        let b = start("b", LeaderElection::new(), &store, &journal);
+        sleep(10_000).await;
+        assert!(journal.opened("b").is_empty());
+        let said = text(&log);
+        assert_eq!(
+            said.matches("waiting one lease duration").count(),
+            1,
+            "{said}"
+        );
+        assert!(
+            said.contains("has no holder, but no leader released it"),
+            "{said}"
+        );
+        sleep(6_000).await;
+        assert_eq!(journal.opened("b").len(), 1);
+        b.shutdown.cancel();
+        assert!(b.task.await.expect("no panic").is_ok());
     }
 
     #[tokio::test(start_paused = true)]
@@ -668,6 +1003,7 @@ mod tests {
         store.put(lease);
         sleep(3_000).await;
         assert_eq!(journal.closed("a").len(), 1);
+        assert_eq!(journal.closings("a"), vec![(Closing::Drain, false)]);
         assert!(!a.status.is_leader());
         // The intruder never renews: a takes the Lease back one lease duration later.
         sleep(15_000).await;

@@ -190,6 +190,10 @@ impl LeaderElection {
             retry_period: self.retry_period,
             release_on_shutdown: self.release_on_shutdown,
             exit_on_loss: self.exit_on_loss,
+            binary: defaults
+                .binary
+                .clone()
+                .unwrap_or_else(|| defaults.operator_name.clone()),
         })
     }
 }
@@ -210,6 +214,7 @@ pub struct Defaults {
     pod_name: Option<String>,
     pod_namespace: Option<String>,
     hostname: Option<String>,
+    binary: Option<String>,
 }
 
 impl Defaults {
@@ -241,6 +246,14 @@ impl Defaults {
         self.hostname = hostname.filter(|host| !host.is_empty());
         self
     }
+
+    /// The operator's binary, named in hints such as "grant it with the ClusterRole that
+    /// `<binary> manifests` generates"; by default the operator's name.
+    #[must_use]
+    pub fn binary(mut self, binary: Option<String>) -> Self {
+        self.binary = binary.filter(|binary| !binary.is_empty());
+        self
+    }
 }
 
 /// Leader election settings that passed [`LeaderElection::validate`], with every default
@@ -252,6 +265,7 @@ pub struct Election {
     pub(crate) retry_period: Duration,
     pub(crate) release_on_shutdown: bool,
     pub(crate) exit_on_loss: bool,
+    pub(crate) binary: String,
 }
 
 impl Election {

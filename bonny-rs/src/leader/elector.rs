@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::campaign::Campaign;
 use super::store::KubeLeases;
-use super::{Election, Error, Gate, LeaderStatus};
+use super::{Election, Error, Gate, LeaderStatus, WriteGuard};
 
 /// Runs the Lease election for one operator replica and gates its controllers.
 ///
@@ -30,6 +30,13 @@ impl Elector {
     /// A shareable view of the election state, for metrics and health checks.
     pub fn status(&self) -> LeaderStatus {
         self.campaign.status()
+    }
+
+    /// The tenure as the write guard sees it: wrap every client handed to controller code
+    /// with [`WriteGuard::client`](super::WriteGuard::client) so that no write leaves once
+    /// this replica's leadership lapsed. The elector's own Lease requests are not guarded.
+    pub fn write_guard(&self) -> WriteGuard {
+        self.campaign.write_guard()
     }
 
     /// The identity this replica writes into the Lease.

@@ -56,15 +56,97 @@ pub enum ConfigError {
 }
 
 /// One Lease request that did not give a usable answer; logged and retried, never fatal.
+/// Every variant displays as one sentence with the reason and code, never a debug dump.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RequestError {
     /// The request exceeded its own timeout.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     /// The API server answered 409 Conflict or AlreadyExists: someone else wrote first.
-    #[error("conflict: {0}")]
+    #[error("conflict: {}", Described(.0))]
     Conflict(#[source] kube::Error),
-    /// Any other failure: transport, 403, 5xx, undecodable body.
-    #[error(transparent)]
-    Api(#[from] kube::Error),
+    /// The API server refused our credentials or the verb (401, 403): only a change of RBAC
+    /// helps, so the message names the fix.
+    #[error(
+        "this replica may not {verb} leases.coordination.k8s.io in namespace {namespace} \
+         ({}); grant it with the ClusterRole that `{binary} manifests` generates",
+        Described(.source)
+    )]
+    Forbidden {
+        /// The verb refused: get, create, update or watch.
+        verb: &'static str,
+        /// The Lease's namespace.
+        namespace: String,
+        /// The operator's binary, for the hint.
+        binary: String,
+        /// The refusal.
+        #[source]
+        source: kube::Error,
+    },
+    /// Any other failure: transport, 5xx, undecodable body.
+    #[error("{}", Described(.0))]
+    Api(#[source] kube::Error),
+}
+
+impl RequestError {
+    /// Whether only a change of permissions can make the request succeed.
+    pub(crate) fn is_forbidden(&self) -> bool {
+        matches!(self, Self::Forbidden { .. })
+    }
+}
+
+/// A [`kube::Error`] as one sentence: an API status shows its code, reason and message
+/// (kube's own `Display` appends the whole `Status` debug dump).
+struct Described<'a>(&'a kube::Error);
+
+impl std::fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            kube::Error::Api(status) => {
+                write!(f, "{} {}", status.code, status.reason)?;
+                if !status.message.is_empty() {
+                    write!(f, ": {}", status.message)?;
+                }
+                Ok(())
+            }
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+
+    fn status(code: u16, reason: &str, message: &str) -> kube::Error {
+        kube::Error::Api(Status::failure(message, reason).with_code(code).boxed())
+    }
+
+    #[test]
+    fn errors_read_as_one_sentence_without_a_status_dump() {
+        let forbidden = RequestError::Forbidden {
+            verb: "get",
+            namespace: "ops".into(),
+            binary: "widget-operator".into(),
+            source: status(
+                403,
+                "Forbidden",
+                "leases.coordination.k8s.io \"l\" is forbidden: User \"bob\" cannot get resource",
+            ),
+        }
+        .to_string();
+        assert_eq!(
+            forbidden,
+            "this replica may not get leases.coordination.k8s.io in namespace ops (403 \
+             Forbidden: leases.coordination.k8s.io \"l\" is forbidden: User \"bob\" cannot get \
+             resource); grant it with the ClusterRole that `widget-operator manifests` generates"
+        );
+        let other = RequestError::Api(status(500, "InternalError", "etcd is down")).to_string();
+        assert_eq!(other, "500 InternalError: etcd is down");
+        for message in [forbidden, other] {
+            assert!(!message.contains("Status {"), "{message}");
+        }
+    }
 }

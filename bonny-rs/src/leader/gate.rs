@@ -10,6 +10,18 @@ use std::future::Future;
 pub trait Gate: Send {
     /// Start the controllers; returns once they are spawned.
     fn open(&mut self) -> impl Future<Output = ()> + Send;
-    /// Stop the controllers and wait until every one has stopped (bounded grace inside).
-    fn close(&mut self) -> impl Future<Output = ()> + Send;
+    /// Stop the controllers as `how` says and wait until every one has stopped.
+    fn close(&mut self, how: Closing) -> impl Future<Output = ()> + Send;
+}
+
+/// How the [`Gate`] closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Closing {
+    /// Let in-flight work finish within a bounded grace, then abort what is left: for
+    /// shutdown, and for a loss the elector noticed in time.
+    Drain,
+    /// Abort everything at once: the tenure had already lapsed when the elector noticed
+    /// (the process was frozen or starved), so nothing in flight may finish.
+    Abort,
 }

@@ -23,6 +23,7 @@ struct State {
     transitions: u64,
     last_renewal: Option<Instant>,
     holder: Option<String>,
+    problem: Option<String>,
 }
 
 impl LeaderStatus {
@@ -55,6 +56,13 @@ impl LeaderStatus {
         self.state().holder.clone()
     }
 
+    /// Why this replica cannot take part in the election (it may not read or write its
+    /// Lease), as one sentence naming the fix; `None` while its Lease requests are allowed.
+    /// The operator's `/readyz` reports it.
+    pub fn problem(&self) -> Option<String> {
+        self.state().problem.clone()
+    }
+
     /// The identity this replica writes into the Lease.
     pub fn identity(&self) -> &str {
         &self.inner.identity
@@ -81,6 +89,11 @@ impl LeaderStatus {
 
     pub(crate) fn renewed(&self, at: Instant) {
         self.state().last_renewal = Some(at);
+    }
+
+    /// Records why Lease requests are refused (`None`: they are not).
+    pub(crate) fn set_problem(&self, problem: Option<String>) {
+        self.state().problem = problem;
     }
 
     pub(crate) fn set_holder(&self, holder: Option<&str>) {

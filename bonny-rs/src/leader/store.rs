@@ -133,6 +133,8 @@ pub(crate) mod fake {
         Down,
         /// Every request hangs.
         Stalled,
+        /// Every request is refused with 403.
+        Forbidden,
     }
 
     struct FakeState {
@@ -202,6 +204,7 @@ pub(crate) mod fake {
                 Mode::Up => Ok(()),
                 Mode::Down => Err(api_error(500, "InternalError")),
                 Mode::Stalled => std::future::pending().await,
+                Mode::Forbidden => Err(api_error(403, "Forbidden")),
             }
         }
     }

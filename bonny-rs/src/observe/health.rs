@@ -14,6 +14,7 @@ struct Inner {
     /// Cache sync state per running controller watch; empty while no controller runs.
     caches: BTreeMap<String, bool>,
     liveness: Vec<Check>,
+    readiness: Vec<Check>,
 }
 
 /// The operator's health: alive unless a liveness check fails; ready once every running
@@ -44,6 +45,14 @@ impl Health {
         check: impl Fn() -> Result<(), String> + Send + Sync + 'static,
     ) {
         self.lock().liveness.push(Box::new(check));
+    }
+
+    /// Add a readiness check: `/readyz` fails while it returns an error.
+    pub(crate) fn add_readiness_check(
+        &self,
+        check: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.lock().readiness.push(Box::new(check));
     }
 
     /// The operator is up: controllers started, or standing by for the Lease. Until then
@@ -86,6 +95,7 @@ impl Health {
         if !inner.started {
             return Err("the operator is starting".to_owned());
         }
+        inner.readiness.iter().try_for_each(|check| check())?;
         let pending: Vec<&str> = inner
             .caches
             .iter()

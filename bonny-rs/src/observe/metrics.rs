@@ -186,6 +186,14 @@ impl Metrics {
         }
     }
 
+    /// A reconcile ended without a result: stopped because this replica may no longer write
+    /// (it lost leadership). Counted neither as a success nor as an error.
+    pub(crate) fn reconcile_stopped(&self, controller: &str) {
+        self.active_workers
+            .get_or_create(&controller_labels(controller))
+            .dec();
+    }
+
     pub(crate) fn retry_scheduled(&self, controller: &str) {
         self.retries
             .get_or_create(&QueueLabels {

@@ -6,6 +6,9 @@ use clap::{Parser, Subcommand};
 
 use crate::{Error, manifest::Options};
 
+/// The Deployment's image when `manifests` is given no `--image`.
+const PLACEHOLDER_IMAGE: &str = "operator:latest";
+
 #[derive(Debug, Parser)]
 #[command(about = "A Kubernetes operator built with bonny-rs")]
 struct Cli {
@@ -19,9 +22,9 @@ enum Command {
     Run,
     /// Print the manifests that deploy the operator: CRDs, RBAC, Deployment.
     Manifests {
-        /// Container image of the operator for the Deployment.
-        #[arg(long, default_value = "operator:latest")]
-        image: String,
+        /// Container image of the operator for the Deployment (without it, a placeholder).
+        #[arg(long)]
+        image: Option<String>,
         /// Namespace the operator is deployed to.
         #[arg(long, default_value = "default")]
         namespace: String,
@@ -81,6 +84,15 @@ impl crate::Operator {
                 crds,
                 out,
             } => {
+                let image = image.unwrap_or_else(|| {
+                    // Only the CRDs carry no image: nothing to warn about.
+                    if !crds || out.is_some() {
+                        eprintln!(
+                            "warning: no --image given; the Deployment uses the placeholder `{PLACEHOLDER_IMAGE}`: pass --image <registry>/<name>:<tag>"
+                        );
+                    }
+                    PLACEHOLDER_IMAGE.to_owned()
+                });
                 let mut options = Options::new(image).namespace(namespace);
                 if let Some(replicas) = replicas {
                     options = options.replicas(replicas);

@@ -72,18 +72,31 @@ impl ControllerSet {
     }
 
     pub(crate) async fn stop(&mut self) {
+        self.stop_within(self.grace).await;
+    }
+
+    /// Stops every controller, aborting what is still running after `grace` (at once when
+    /// zero).
+    async fn stop_within(&mut self, grace: Duration) {
         let Some(Running { stop, mut tasks }) = self.running.take() else {
             return;
         };
         stop.cancel();
-        let drained = tokio::time::timeout(self.grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(grace = ?self.grace, "reconciles still running after the grace period; aborting them");
+        if grace.is_zero() {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
+        } else {
+            let drained =
+                tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+                    .await;
+            if drained.is_err() {
+                tracing::warn!(
+                    ?grace,
+                    "reconciles still running after the grace period; aborting them"
+                );
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+            }
         }
         self.runtime.health.caches_stopped();
         tracing::info!("controllers stopped");
@@ -115,8 +128,11 @@ impl crate::leader::Gate for ControllerSet {
         }
     }
 
-    async fn close(&mut self) {
-        self.stop().await;
+    async fn close(&mut self, how: crate::leader::Closing) {
+        match how {
+            crate::leader::Closing::Abort => self.stop_within(Duration::ZERO).await,
+            _ => self.stop().await,
+        }
         if let Some((metrics, lease)) = &self.leadership {
             metrics.set_leader(lease, false);
         }

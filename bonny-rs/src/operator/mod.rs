@@ -44,6 +44,8 @@ const LIVENESS_GRACE: Duration = Duration::from_secs(5);
 /// A configured operator, ready to [`run`](Operator::run).
 pub struct Operator {
     name: String,
+    /// The binary, as hints name it (`<binary> manifests`).
+    binary: String,
     registrations: Arc<[Box<dyn Registration>]>,
     namespaces: Namespaces,
     client: Option<Client>,
@@ -127,7 +129,9 @@ impl Operator {
             None => Client::try_default().await.map_err(Error::ClientConfig)?,
         };
         for registration in self.registrations.iter() {
-            registration.preflight(&client, &self.namespaces).await?;
+            registration
+                .preflight(&client, &self.namespaces, &self.binary)
+                .await?;
         }
         let server_stop = CancellationToken::new();
         let mut background = JoinSet::new();
@@ -146,6 +150,12 @@ impl Operator {
             .as_ref()
             .map(|elector| elector.identity().to_owned())
             .or_else(|| self.settings.pod_name.clone());
+        // With leader election, controller code only ever gets the guarded client: its writes
+        // leave only while this replica's tenure holds. The elector keeps the plain one.
+        let client = match &elector {
+            Some(elector) => elector.write_guard().client(client),
+            None => client,
+        };
         let runtime = RunContext {
             client,
             namespaces: self.namespaces.clone(),
@@ -155,6 +165,7 @@ impl Operator {
             },
             metrics: self.metrics.clone(),
             health: self.health.clone(),
+            binary: Arc::from(self.binary.as_str()),
         };
         // With leader election, in-flight reconciles get only what the Lease's margin allows,
         // so they never run on beside the next leader's.
@@ -182,6 +193,9 @@ impl Operator {
                 // A standby is ready: it serves nothing that needs a cache.
                 self.health.mark_started();
                 let status = elector.status();
+                let problem = status.clone();
+                self.health
+                    .add_readiness_check(move || problem.problem().map_or(Ok(()), Err));
                 let deadline = elector.renew_deadline() + LIVENESS_GRACE;
                 self.health.add_liveness_check(move || {
                     if status.renewal_overdue(deadline) {
@@ -335,6 +349,7 @@ impl OperatorBuilder {
             .or_else(|| settings.operator_name.clone())
             .or_else(binary_name)
             .unwrap_or_else(|| "bonny-operator".to_owned());
+        let binary = binary_name().unwrap_or_else(|| name.clone());
         let namespaces = match self
             .namespaces
             .or_else(|| settings.watch_namespaces.clone())
@@ -361,6 +376,7 @@ impl OperatorBuilder {
                     }
                 }
                 let defaults = Defaults::new(name.clone())
+                    .binary(Some(binary.clone()))
                     .pod_name(settings.pod_name.clone())
                     .pod_namespace(settings.pod_namespace.clone())
                     .hostname(settings.hostname.clone());
@@ -384,6 +400,7 @@ impl OperatorBuilder {
             .unwrap_or(Some(SocketAddr::from(DEFAULT_HTTP_ADDR)));
         Ok(Operator {
             name,
+            binary,
             registrations: self.registrations.into(),
             namespaces,
             client: self.client,

@@ -482,6 +482,68 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_write_refused_by_the_leader_guard_stops_the_reconcile_without_failing() {
+        use super::super::reconcile::{Context, error_policy, reconcile};
+        use crate::{
+            observe::{Health, Metrics},
+            runtime::{Namespaces, RunContext},
+        };
+
+        let object = thing(&[], false, None);
+        let (client, seen) = mock_client(vec![(THING, serde_json::to_value(&object).unwrap())]);
+        // A guard without a tenure: this replica does not lead, every write is refused.
+        let guarded = crate::leader::WriteGuard::new().client(client);
+        let metrics = Metrics::new();
+        let runtime = RunContext {
+            client: guarded,
+            namespaces: Namespaces::All,
+            reporter: kube::runtime::events::Reporter {
+                controller: "test".into(),
+                instance: None,
+            },
+            metrics: metrics.clone(),
+            health: Health::default(),
+            binary: Arc::from("thing-operator"),
+        };
+        let controller = Arc::new(ThingController::default());
+        let ctx = Arc::new(Context::new(
+            controller.clone(),
+            Arc::new(controller.config()),
+            &runtime,
+            Arc::from("thing"),
+            OwnedCaches::default(),
+        ));
+        let object = Arc::new(object);
+        let err = reconcile(object.clone(), ctx.clone())
+            .await
+            .expect_err("the finalizer's write is refused");
+        assert!(err.to_string().contains("was not sent"), "{err}");
+        let seen = seen.lock().unwrap().clone();
+        assert!(writes(&seen).is_empty(), "nothing written: {seen:?}");
+        for _ in 0..2 {
+            assert_eq!(
+                error_policy(object.clone(), &err, ctx.clone()),
+                kube::runtime::controller::Action::await_change(),
+                "no backoff"
+            );
+        }
+        let text = metrics.encode();
+        assert!(!text.contains(r#"result="error""#), "{text}");
+        assert!(
+            !text.contains(r#"controller_runtime_reconcile_errors_total{controller="thing"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"workqueue_retries_total{name="thing"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"controller_runtime_active_workers{controller="thing"} 0"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
     async fn first_sight_adds_the_finalizer_then_applies_child_and_status() {
         let controller = ThingController::default();
         let config = controller.config();

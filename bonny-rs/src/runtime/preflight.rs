@@ -18,17 +18,19 @@ pub enum StartupError {
     /// A reconciled resource is not served by the API server.
     #[error(
         "the custom resource {resource} is not installed in the cluster (the API server answered 404 \
-         for it); install its CRD first, e.g. `<your-operator> manifests --crds | kubectl apply -f -`"
+         for it); install its CRD first, e.g. `{binary} manifests --crds | kubectl apply -f -`"
     )]
     CrdNotInstalled {
         /// `plural.group` of the resource.
         resource: String,
+        /// The operator's binary, for the hint.
+        binary: String,
     },
 
     /// The operator's identity lacks a permission it needs.
     #[error(
         "forbidden: the operator may not {verb} {resource}{scope}: {message}; grant it in the \
-         operator's ClusterRole (generate it with `<your-operator> manifests`)"
+         operator's ClusterRole (generate it with `{binary} manifests`)"
     )]
     Forbidden {
         /// The verb that was refused.
@@ -39,6 +41,8 @@ pub enum StartupError {
         scope: String,
         /// The API server's message.
         message: String,
+        /// The operator's binary, for the hint.
+        binary: String,
     },
 
     /// The API server could not be reached or answered with an unexpected error.
@@ -50,9 +54,12 @@ pub enum StartupError {
 
 impl StartupError {
     /// An error of the startup LIST of `resource` (`plural.group`).
-    fn of_list(err: kube::Error, resource: String, namespace: Option<&str>) -> Self {
+    fn of_list(err: kube::Error, resource: String, namespace: Option<&str>, binary: &str) -> Self {
+        let binary = binary.to_owned();
         match err {
-            kube::Error::Api(status) if status.code == 404 => Self::CrdNotInstalled { resource },
+            kube::Error::Api(status) if status.code == 404 => {
+                Self::CrdNotInstalled { resource, binary }
+            }
             kube::Error::Api(status) if status.code == 403 => Self::Forbidden {
                 verb: "list",
                 resource,
@@ -60,6 +67,7 @@ impl StartupError {
                     .map(|ns| format!(" in namespace {ns}"))
                     .unwrap_or_default(),
                 message: status.message,
+                binary,
             },
             other => Self::Api(other),
         }
@@ -68,10 +76,12 @@ impl StartupError {
 
 /// Lists one object of every kind the SDK will list for `kinds` (the reconciled resource, then
 /// the owned kinds), in every namespace scope.
+/// `binary` is the operator's, named in the hints.
 pub(crate) async fn check(
     client: &Client,
     namespaces: &Namespaces,
     kinds: &Kinds,
+    binary: &str,
 ) -> Result<(), StartupError> {
     let listed: Vec<_> = rbac::needs(kinds)
         .into_iter()
@@ -89,6 +99,7 @@ pub(crate) async fn check(
                     err,
                     rbac::resource_name(resource),
                     namespace.as_deref(),
+                    binary,
                 ));
             }
         }

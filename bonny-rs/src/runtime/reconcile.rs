@@ -36,6 +36,8 @@ pub(crate) struct Context<C: Controller> {
     failures: Mutex<HashMap<ObjectRef<C::Resource>, u32>>,
     metrics: Metrics,
     written: Written<C::Resource>,
+    /// The operator's binary, named where a refused permission is granted.
+    binary: Arc<str>,
 }
 
 impl<C: Controller> Context<C> {
@@ -58,6 +60,7 @@ impl<C: Controller> Context<C> {
             failures: Mutex::default(),
             metrics: runtime.metrics.clone(),
             written: Written::default(),
+            binary: runtime.binary.clone(),
         }
     }
 }
@@ -84,9 +87,19 @@ pub(crate) async fn reconcile<C: Controller>(
             result: outcome,
             mut effects,
         } = ctx.pipeline.run(axn).await;
-        if let Err(err) = &outcome {
-            tracing::warn!(error = %err, reason = err.reason(), "reconcile failed");
-            effects.warning_event(err.reason(), truncate(&err.to_string(), 1024));
+        // A write refused because this replica no longer leads: the controller is stopping,
+        // nothing failed. No Warning event, no backoff, no error metric.
+        let fenced = matches!(&outcome, Err(err) if is_fenced(err));
+        match &outcome {
+            Err(err) if fenced => {
+                tracing::debug!(error = %err, "reconcile stopped: this replica no longer leads");
+            }
+            Err(err) => {
+                let message = describe(err, &ctx.binary);
+                tracing::warn!(error = %message, reason = err.reason(), "reconcile failed");
+                effects.warning_event(err.reason(), truncate(&message, 1024));
+            }
+            Ok(_) => {}
         }
         ctx.written.remember(
             reference.clone(),
@@ -94,7 +107,9 @@ pub(crate) async fn reconcile<C: Controller>(
             effects.object.clone(),
             Instant::now(),
         );
-        publish_events(&ctx.recorder, &*object, effects.events).await;
+        if !fenced {
+            publish_events(&ctx.recorder, &*object, effects.events).await;
+        }
         for callback in effects.after {
             callback(outcome.as_ref());
         }
@@ -103,8 +118,12 @@ pub(crate) async fn reconcile<C: Controller>(
             Ok(_) => ReconcileResult::success,
             Err(_) => ReconcileResult::error,
         };
-        ctx.metrics
-            .reconcile_finished(&name, result, started.elapsed());
+        if fenced {
+            ctx.metrics.reconcile_stopped(&name);
+        } else {
+            ctx.metrics
+                .reconcile_finished(&name, result, started.elapsed());
+        }
         match outcome {
             Ok(action) => {
                 ctx.failures
@@ -129,11 +148,31 @@ fn into_kube(action: Action, periodic: Option<Duration>) -> KubeAction {
     }
 }
 
+/// The error as its Warning event and log say it: a refused permission names where to grant it.
+fn describe(err: &ReconcileError, binary: &str) -> String {
+    if err.is_forbidden() {
+        format!(
+            "{err}; grant it in the operator's ClusterRole (generate it with `{binary} manifests`)"
+        )
+    } else {
+        err.to_string()
+    }
+}
+
+/// Whether `err` is a write the leader election's guard refused.
+fn is_fenced(err: &ReconcileError) -> bool {
+    crate::leader::Fenced::is_fenced(err.source_error())
+}
+
 pub(crate) fn error_policy<C: Controller>(
     object: Arc<C::Resource>,
-    _err: &Failed,
+    err: &Failed,
     ctx: Arc<Context<C>>,
 ) -> KubeAction {
+    if is_fenced(&err.0) {
+        // Stopping, not failing: the next leader (or our next term) reconciles it afresh.
+        return KubeAction::await_change();
+    }
     let failures = {
         let mut failures = ctx.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let count = failures.entry(ObjectRef::from_obj(&*object)).or_insert(0);
@@ -197,6 +236,24 @@ mod tests {
         assert!(err.to_string().contains("boom"));
         let err = panicked(&String::from("owned boom"));
         assert!(err.to_string().contains("owned boom"));
+    }
+
+    #[test]
+    fn a_refused_permission_names_the_binary_that_generates_the_role() {
+        let status = kube::core::Status::failure(
+            "configmaps \"c\" is forbidden: User \"op\" cannot patch resource",
+            "Forbidden",
+        )
+        .with_code(403)
+        .boxed();
+        let forbidden = ReconcileError::from(kube::Error::Api(status));
+        assert_eq!(
+            describe(&forbidden, "widget-operator"),
+            "configmaps \"c\" is forbidden: User \"op\" cannot patch resource; grant it in the \
+             operator's ClusterRole (generate it with `widget-operator manifests`)"
+        );
+        let other = ReconcileError::msg("no");
+        assert_eq!(describe(&other, "widget-operator"), "no");
     }
 
     #[test]

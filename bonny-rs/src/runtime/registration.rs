@@ -24,11 +24,12 @@ pub(crate) trait Registration: Send + Sync {
     fn name(&self) -> &str;
 
     /// Checks that the resource and its owned kinds are served and listable before anything
-    /// starts.
+    /// starts; hints name the operator's `binary`.
     fn preflight<'a>(
         &'a self,
         client: &'a Client,
         namespaces: &'a Namespaces,
+        binary: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<(), StartupError>> + Send + 'a>>;
 
     /// Spawns one watch-and-reconcile task per namespace scope into `tasks`; each stops
@@ -53,6 +54,8 @@ pub(crate) struct RunContext {
     pub(crate) reporter: Reporter,
     pub(crate) metrics: Metrics,
     pub(crate) health: Health,
+    /// The operator's binary, named in hints (`<binary> manifests`).
+    pub(crate) binary: Arc<str>,
 }
 
 /// A controller with its declaration, read once.
@@ -95,8 +98,9 @@ impl<C: Controller> Registration for Registered<C> {
         &'a self,
         client: &'a Client,
         namespaces: &'a Namespaces,
+        binary: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<(), StartupError>> + Send + 'a>> {
-        Box::pin(preflight::check(client, namespaces, &self.kinds))
+        Box::pin(preflight::check(client, namespaces, &self.kinds, binary))
     }
 
     fn spawn(&self, runtime: &RunContext, shutdown: &CancellationToken, tasks: &mut JoinSet<()>) {
