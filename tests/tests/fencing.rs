@@ -20,7 +20,8 @@ use std::{
 
 use bonny::{
     Operator,
-    manifest::{Manifests, Options, fence::NOT_HOLDER_MESSAGE},
+    leader::FENCE_REFUSAL,
+    manifest::{Manifests, Options},
     testing::{AuditRecord, PodIdentity, TestEnv},
 };
 use bonny_e2e::{
@@ -257,7 +258,7 @@ fn config_map(name: &str) -> ConfigMap {
 }
 
 fn is_not_holder(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(s) if s.code == 403 && s.message.contains(NOT_HOLDER_MESSAGE))
+    matches!(error, kube::Error::Api(s) if s.code == 403 && s.message.contains(FENCE_REFUSAL))
 }
 
 async fn set_holder(env: &TestEnv, lease_name: &str, holder: &str) {
@@ -385,18 +386,19 @@ async fn the_fence_applies_and_admits_only_the_lease_holder() {
         .delete(lease_name, &Default::default())
         .await
         .unwrap();
+    let attempts = std::sync::atomic::AtomicUsize::new(0);
     eventually(
         "writes to be refused for everyone without the Lease",
         PATIENCE,
         || async {
+            // A new name each time: the API server may still have seen the Lease.
+            let attempt = attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let name = format!("no-lease-{attempt}");
             match admin
-                .create(&PostParams::default(), &config_map("no-lease"))
+                .create(&PostParams::default(), &config_map(&name))
                 .await
             {
-                Ok(_) => {
-                    admin.delete("no-lease", &Default::default()).await.unwrap();
-                    None
-                }
+                Ok(_) => None,
                 Err(kube::Error::Api(s))
                     if s.code == 422 && s.message.contains("no params found") =>
                 {
@@ -426,7 +428,7 @@ async fn the_fence_applies_and_admits_only_the_lease_holder() {
         refused
             .message
             .as_deref()
-            .is_some_and(|m| m.contains(&format!("{NOT_HOLDER_MESSAGE}{lease_name}"))),
+            .is_some_and(|m| m.contains(&format!("{FENCE_REFUSAL} {lease_name}"))),
         "{refused:?}"
     );
     let admitted = records

@@ -16,10 +16,11 @@
 //!
 //! What a refusal looks like: `403 Forbidden`, message `ValidatingAdmissionPolicy
 //! '<name>-leader-fence' with binding '<name>-leader-fence' denied request: this replica
-//! does not hold the lease <lease>` ([`NOT_HOLDER_MESSAGE`]). Without the Lease, `422
-//! Invalid`, "no params found for policy binding" (see [`Fence`]). Right after a takeover the
-//! API server may still see the old holder for a moment (it reads the Lease from its own
-//! cache), so a new leader's first writes can be refused and are worth a short retry.
+//! does not hold the lease <lease>` ([`FENCE_REFUSAL`](crate::leader::FENCE_REFUSAL)).
+//! Without the Lease: `422 Invalid`, "no params found for policy binding" (see [`Fence`]).
+//! Right after a takeover the API server may still see the old holder for a moment (it reads
+//! the Lease from its own cache), so a new leader's first writes can be refused; the client
+//! guard retries those briefly, recognising them by that text.
 //!
 //! What it does not cover: CEL has no clock, so a holder whose lease ran out can still
 //! write until a successor has written the Lease (the client guard covers that time); with
@@ -36,11 +37,6 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 
 use super::Rule;
-
-/// The start of the policy's refusal message; the Lease's name follows. The API server
-/// reports it as `ValidatingAdmissionPolicy '<policy>' with binding '<binding>' denied
-/// request: this replica does not hold the lease <lease>`, with code 403.
-pub const NOT_HOLDER_MESSAGE: &str = "this replica does not hold the lease ";
 
 /// The `extra` key under which a pod-bound service account token names its pod.
 const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
@@ -193,7 +189,11 @@ fn fence(target: &Target<'_>, rules: &[Rule]) -> Fence {
                      request.userInfo.extra['{POD_NAME_EXTRA}'].exists(pod, \
                      pod == params.spec.holderIdentity)"
                 ),
-                message: Some(format!("{NOT_HOLDER_MESSAGE}{}", target.lease_name)),
+                message: Some(format!(
+                    "{} {}",
+                    crate::leader::FENCE_REFUSAL,
+                    target.lease_name
+                )),
                 reason: Some("Forbidden".to_owned()),
                 ..Validation::default()
             }]),
