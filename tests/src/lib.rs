@@ -2,6 +2,7 @@
 //! deadline, and the API server's request counters.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod ticker;
 pub mod widget;
 pub mod witness;
 

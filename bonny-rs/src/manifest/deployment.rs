@@ -30,6 +30,7 @@ pub struct Options {
     pub(crate) namespace: String,
     pub(crate) replicas: Option<i32>,
     pub(crate) metrics_port: u16,
+    pub(crate) fence: bool,
 }
 
 impl Options {
@@ -40,6 +41,7 @@ impl Options {
             namespace: "default".to_owned(),
             replicas: None,
             metrics_port: 8080,
+            fence: true,
         }
     }
 
@@ -52,6 +54,14 @@ impl Options {
     /// Replica count (default: 2 with leader election, else 1).
     pub fn replicas(mut self, replicas: i32) -> Self {
         self.replicas = Some(replicas);
+        self
+    }
+
+    /// With leader election, whether to include the leader fence (default on): an admission
+    /// policy that makes the API server refuse the operator's writes from any replica but the
+    /// Lease holder. Turn it off to run replicas outside pods (see [`super::fence`]).
+    pub fn fence(mut self, on: bool) -> Self {
+        self.fence = on;
         self
     }
 

@@ -1,4 +1,5 @@
-//! Deployment manifests generated from the operator's registrations: CRDs, RBAC, Deployment.
+//! Deployment manifests generated from the operator's registrations: CRDs, RBAC, Deployment,
+//! and with leader election the leader [`fence`].
 //!
 //! Nothing is listed twice: the CRDs come from the controllers' resources, the ClusterRole from
 //! their declared rules plus what the SDK itself needs, and the Deployment from the operator's
@@ -15,6 +16,7 @@
 //! ```
 
 mod deployment;
+pub mod fence;
 mod rbac;
 mod render;
 
@@ -27,9 +29,11 @@ use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 
+use crate::leader::Election;
 use crate::runtime::{Namespaces, Registration, rbac::sdk_rules};
 
 pub use deployment::Options;
+pub use fence::Fence;
 pub use rbac::{KNOWN_VERBS, Rule, merge_rules};
 pub use render::RenderError;
 
@@ -58,6 +62,8 @@ pub struct Manifests {
     /// Binds the ClusterRole in each watched namespace and the operator's own (when only some
     /// namespaces are watched and every resource is namespaced).
     pub role_bindings: Vec<RoleBinding>,
+    /// The leader fence (with leader election, unless [`Options::fence`] turned it off).
+    pub fence: Option<Fence>,
     /// The operator Deployment.
     pub deployment: Deployment,
 }
@@ -68,9 +74,10 @@ pub(crate) fn build(
     name: &str,
     registrations: &[Box<dyn Registration>],
     namespaces: &Namespaces,
-    leader_election: bool,
+    leader: Option<&Election>,
     options: &Options,
 ) -> Result<Manifests, CrdMergeError> {
+    let leader_election = leader.is_some();
     let mut crds = Vec::new();
     let mut rules = sdk_rules(
         registrations
@@ -112,12 +119,16 @@ pub(crate) fn build(
             Vec::new(),
         ),
     };
+    let fence = leader
+        .filter(|_| options.fence)
+        .map(|leader| fence::for_operator(name, leader, options, &rules));
     Ok(Manifests {
         crds,
         service_account: deployment::service_account(name, options),
         cluster_role: deployment::cluster_role(name, rules),
         cluster_role_binding,
         role_bindings,
+        fence,
         deployment: deployment::deployment(name, options, leader_election, watched),
     })
 }

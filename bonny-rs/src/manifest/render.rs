@@ -79,6 +79,14 @@ impl Manifests {
             let namespace = binding.metadata.namespace.as_deref().unwrap_or("default");
             docs.push(document(format!("role-binding-{namespace}.yaml"), binding)?);
         }
+        if let Some(fence) = &self.fence {
+            docs.push(document("leader-fence-lease.yaml".into(), &fence.lease)?);
+            docs.push(document("leader-fence-policy.yaml".into(), &fence.policy)?);
+            docs.push(document(
+                "leader-fence-binding.yaml".into(),
+                &fence.binding,
+            )?);
+        }
         docs.push(document("deployment.yaml".into(), &self.deployment)?);
         Ok(docs)
     }

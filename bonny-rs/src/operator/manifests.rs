@@ -16,7 +16,7 @@ impl Operator {
             &self.name,
             &self.registrations,
             &self.namespaces,
-            self.leader.is_some(),
+            self.leader.as_ref(),
             options,
         )?)
     }

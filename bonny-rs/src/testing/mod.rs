@@ -6,6 +6,15 @@
 //! removes its files, also when the test panics. A [`Proxy`] sits between one client and the
 //! API server so a test can stall or cut that client's connection.
 //!
+//! # Witnesses and faults
+//! - [`TestEnv::audit_log`]: the API server's audit log (every request at `Metadata` level:
+//!   user with groups and extra, verb, object, code, timestamps), to prove who wrote what.
+//! - [`TestEnv::pod_identity`]: a client that authenticates as a pod (a ServiceAccount, a Pod
+//!   object and a token bound to it), so requests carry the pod's name as a real replica's do.
+//! - [`TestEnv::request_counts`]: the API server's `apiserver_request_total` ([`RequestCounts`]).
+//! - [`TestEnv::restart_apiserver`], [`TestEnv::restart_etcd`], [`TestEnv::compact_etcd`] and
+//!   [`TestEnv::proxy`]: restarts, watch expiry (`410 Gone`) and partitions.
+//!
 //! # Binaries
 //! Looked up once per process by [`Binaries::locate`]: the directory in
 //! `BONNY_CONTROL_PLANE_DIR`, else a cache under `~/.cache/bonny-rs/control-plane/` keyed by
