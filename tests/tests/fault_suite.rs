@@ -524,7 +524,8 @@ struct Fleet {
     // Declared first, dropped first: replicas are killed before the control plane goes.
     replicas: BTreeMap<String, Child>,
     env: TestEnv,
-    dir: tempfile::TempDir,
+    /// `None` once kept for a failed test's post-mortem.
+    dir: Option<tempfile::TempDir>,
     witness: Witness,
     ledger: Ledger,
     leases: Api<Lease>,
@@ -547,7 +548,7 @@ impl Fleet {
         let mut fleet = Self {
             replicas: BTreeMap::new(),
             env,
-            dir,
+            dir: Some(dir),
             witness,
             ledger,
             leases,
@@ -564,7 +565,7 @@ impl Fleet {
     }
 
     fn dir(&self) -> &Path {
-        self.dir.path()
+        self.dir.as_ref().unwrap().path()
     }
 
     fn spawn(&mut self, name: &str) {
@@ -581,7 +582,7 @@ impl Fleet {
             .env("BONNY_LEASE_DURATION", "3s")
             .env("BONNY_RENEW_DEADLINE", "2s")
             .env("BONNY_RETRY_PERIOD", "500ms")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,bonny=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -630,12 +631,10 @@ impl Fleet {
     }
 
     fn assert_alive(&mut self) {
+        let dir = self.dir().to_path_buf();
         for (name, child) in &mut self.replicas {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "{name} exited ({status}); see {}",
-                    self.dir.path().display()
-                );
+                panic!("{name} exited ({status}); see {}", dir.display());
             }
         }
     }
@@ -645,6 +644,20 @@ impl Fleet {
         let intervals = self.witness.intervals().unwrap();
         witness::assert_no_overlap(&intervals);
         intervals.len()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            let kept = dir.keep();
+            eprintln!(
+                "kept the replicas' logs, witness and ledger in {}",
+                kept.display()
+            );
+        }
     }
 }
 
@@ -722,7 +735,7 @@ async fn a_leader_killed_mid_cleanup_is_succeeded_and_each_cleanup_completes_onc
         // Killed while every cleanup waits at the gate: none of them is done.
         let killed_at = Instant::now();
         fleet.kill_and_respawn(&leader).await;
-        killed.push(leader.clone());
+        killed.push((leader.clone(), round_uids.clone()));
         configmaps
             .delete(GATE, &DeleteParams::default())
             .await
@@ -741,15 +754,20 @@ async fn a_leader_killed_mid_cleanup_is_succeeded_and_each_cleanup_completes_onc
     let done = ledger::count(&entries, Step::Done);
     let lost: Vec<&String> = uids.keys().filter(|uid| !done.contains_key(*uid)).collect();
     let duplicated: usize = done.values().map(|n| n.saturating_sub(1)).sum();
-    let by_killed = entries
-        .iter()
-        .filter(|e| e.step == Step::Done)
-        .filter(|e| killed.contains(&e.identity))
-        .count();
-    let begun_by_killed = entries
-        .iter()
-        .filter(|e| e.step == Step::Begin && killed.contains(&e.identity))
-        .count();
+    // Per round: what the leader killed in that round began and finished of its objects.
+    let by_killed = |step: Step| {
+        killed
+            .iter()
+            .map(|(leader, round_uids)| {
+                entries
+                    .iter()
+                    .filter(|e| e.step == step && e.identity == *leader)
+                    .filter(|e| round_uids.contains(&e.uid))
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    let (begun_by_killed, by_killed) = (by_killed(Step::Begin), by_killed(Step::Done));
     fleet.assert_alive();
     let intervals = fleet.assert_no_overlap();
     println!(
