@@ -795,7 +795,7 @@ async fn a_leader_killed_mid_cleanup_is_succeeded_and_each_cleanup_completes_onc
 async fn churn_with_the_leader_killed_every_ten_seconds_converges_with_each_child_created_once() {
     const NS: &str = "churn";
     let count: usize = scaled(200, 5000);
-    let window = scaled(Duration::from_secs(32), Duration::from_secs(120));
+    let window = scaled(Duration::from_secs(30), Duration::from_secs(120));
     let cadence = Duration::from_secs(10);
     let started = Instant::now();
     let mut fleet = Fleet::start(NS).await;
@@ -842,13 +842,17 @@ async fn churn_with_the_leader_killed_every_ten_seconds_converges_with_each_chil
         }
     });
 
-    // The kill cadence is a timer: whoever leads when it fires is killed.
+    // The kill cadence is a timer: whoever leads when it fires is killed (mid-failover, the
+    // next leader as soon as there is one).
+    let planned = window.as_secs() / cadence.as_secs();
     let mut kills = Vec::new();
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + cadence, cadence);
-    while started.elapsed() + cadence <= window + Duration::from_secs(1) || kills.is_empty() {
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for _ in 0..planned {
         ticks.tick().await;
-        let Some(leader) = fleet.holder().await else {
-            continue;
+        let leader = match fleet.holder().await {
+            Some(holder) if fleet.replicas.contains_key(&holder) => holder,
+            _ => fleet.leader(WAIT).await,
         };
         fleet.kill_and_respawn(&leader).await;
         kills.push(leader);
@@ -858,11 +862,20 @@ async fn churn_with_the_leader_killed_every_ten_seconds_converges_with_each_chil
         .unwrap()
         .unwrap();
 
-    let sizes: BTreeMap<String, u32> = names
+    // One more widget after the last kill: the last successor works too.
+    let widgets: Api<Widget> = Api::namespaced(client.clone(), NS);
+    persist("create c-final", || async {
+        widgets
+            .create(&PostParams::default(), &widget("c-final", 3))
+            .await
+    })
+    .await;
+    let mut sizes: BTreeMap<String, u32> = names
         .iter()
         .enumerate()
         .map(|(i, n)| (n.clone(), if i % 2 == 0 { 2 } else { 1 }))
         .collect();
+    sizes.insert("c-final".to_owned(), 3);
     let converge_from = Instant::now();
     let wrong = settle(scaled(WAIT * 3, WAIT * 15), || {
         unconverged(&client, NS, &sizes, &nothing_deleted)
@@ -875,7 +888,7 @@ async fn churn_with_the_leader_killed_every_ten_seconds_converges_with_each_chil
     fleet.assert_alive();
     let intervals = fleet.assert_no_overlap();
     println!(
-        "figures: churn: {widgets} widgets ({updates} resized), 3 replicas, {k} leader SIGKILLs every {cadence:?} \
+        "figures: churn: {widgets} widgets ({updates} resized, 1 after the last kill), 3 replicas, {k} leader SIGKILLs every {cadence:?} \
          ({kills:?}); converged {converged_after:.1?} after the kills; not converged {nc}; children lost {wl} (watch) / {al} (audit), \
          duplicated {wd} (watch) / {ad} (audit); {intervals} controller intervals, no overlap; {secs:.1}s",
         widgets = names.len(),
