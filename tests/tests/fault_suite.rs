@@ -51,9 +51,13 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Concurrent writes of the test's workload.
 const WRITERS: usize = 8;
 
-/// Whether `BONNY_FAULT_SCALE=full` asks for the issue's sizes.
+/// Whether `BONNY_FAULT_SCALE=full` asks for the issue's sizes (unset or `ci`: CI sizes).
 fn full_scale() -> bool {
-    std::env::var("BONNY_FAULT_SCALE").is_ok_and(|scale| scale == "full")
+    match std::env::var("BONNY_FAULT_SCALE").as_deref() {
+        Err(_) | Ok("" | "ci") => false,
+        Ok("full") => true,
+        Ok(other) => panic!("BONNY_FAULT_SCALE must be `ci` or `full`, not {other:?}"),
+    }
 }
 
 /// `ci` by default, `full` under `BONNY_FAULT_SCALE=full`.
@@ -327,10 +331,17 @@ async fn api_server_restarts_during_create_update_delete_lose_and_duplicate_noth
     let watched = Tally::of(&kept, &census.creations());
     let audit = Tally::of(&kept, &audited(&env).await);
     let cleanups = operator.controller.counters.cleanups();
+    // A deleted widget whose child exists reached `apply` (the finalizer is added first), so
+    // its cleanup must have run.
+    let created = census.creations();
+    let applied_then_deleted = child_keys(NS, &deleted)
+        .iter()
+        .filter(|key| created.contains_key(*key))
+        .count();
     println!(
         "figures: api server restarts: {widgets} widgets ({kept} kept, {del} deleted), {restarts} restarts (outages {outages:?}), \
          {ops} writes; not converged {nc}; children lost {wl} (watch) / {al} (audit), duplicated {wd} (watch) / {ad} (audit); \
-         cleanups {cleanups} for {del} deletions; census watch errors {errors}; {secs:.1}s",
+         cleanups {cleanups} for {del} deletions ({applied_then_deleted} after apply); census watch errors {errors}; {secs:.1}s",
         widgets = names.len(),
         kept = kept.len(),
         del = deleted.len(),
@@ -368,12 +379,12 @@ async fn api_server_restarts_during_create_update_delete_lose_and_duplicate_noth
         "children created twice: {:?}",
         audit.duplicated
     );
-    // Every deleted widget is gone, so its finalizer was removed after a cleanup; a cleanup
-    // repeated because its answer was lost in a restart is allowed (at least once).
+    // Every deleted widget is gone, so its finalizer (if it had one) was removed after a
+    // cleanup; a cleanup repeated because its answer was lost in a restart is allowed (at
+    // least once).
     assert!(
-        cleanups >= deleted.len(),
-        "{cleanups} cleanups for {} deletions",
-        deleted.len()
+        cleanups >= applied_then_deleted,
+        "{cleanups} cleanups for {applied_then_deleted} widgets deleted after apply"
     );
     operator.stop().await;
 }
@@ -639,12 +650,28 @@ impl Fleet {
         }
     }
 
-    /// Asserts that no two replicas ever ran controllers at once; returns the interval count.
-    fn assert_no_overlap(&self) -> usize {
+    /// The controller-running intervals so far and every overlap between two of them, for
+    /// the figures; [`assert_no_overlap`] then fails the test on any.
+    fn overlaps(&self) -> (usize, Vec<witness::Overlap>) {
         let intervals = self.witness.intervals().unwrap();
-        witness::assert_no_overlap(&intervals);
-        intervals.len()
+        let overlaps = witness::overlaps(&intervals, witness::monotonic_now());
+        (intervals.len(), overlaps)
     }
+}
+
+/// `"<n> controller intervals, <k> overlapping (longest <d>)"`.
+fn describe(intervals: usize, overlaps: &[witness::Overlap]) -> String {
+    let longest = overlaps.iter().map(|o| o.length).max().unwrap_or_default();
+    format!(
+        "{intervals} controller intervals, {} overlapping (longest {longest:?})",
+        overlaps.len()
+    )
+}
+
+/// Fails naming every overlap: two replicas ran controllers at once.
+fn assert_no_overlap(overlaps: &[witness::Overlap]) {
+    let list: Vec<String> = overlaps.iter().map(ToString::to_string).collect();
+    assert!(list.is_empty(), "two leaders at once:\n{}", list.join("\n"));
 }
 
 impl Drop for Fleet {
@@ -769,12 +796,13 @@ async fn a_leader_killed_mid_cleanup_is_succeeded_and_each_cleanup_completes_onc
     };
     let (begun_by_killed, by_killed) = (by_killed(Step::Begin), by_killed(Step::Done));
     fleet.assert_alive();
-    let intervals = fleet.assert_no_overlap();
+    let (intervals, overlaps) = fleet.overlaps();
+    let intervals = describe(intervals, &overlaps);
     println!(
         "figures: failover during deletion: {objects} widgets deleted, {rounds} leader kills mid-cleanup \
          ({begun_by_killed} cleanups begun by killed leaders, {by_killed} finished by them), \
          deletion completed {failovers:?} after each kill (lease {LEASE_DURATION:?}); cleanups lost {lost}, duplicated {duplicated}; \
-         {intervals} controller intervals, no overlap; {secs:.1}s",
+         {intervals}; {secs:.1}s",
         objects = uids.len(),
         lost = lost.len(),
         secs = started.elapsed().as_secs_f64(),
@@ -789,6 +817,7 @@ async fn a_leader_killed_mid_cleanup_is_succeeded_and_each_cleanup_completes_onc
         uids.len(),
         "cleanups of unknown objects: {done:?}"
     );
+    assert_no_overlap(&overlaps);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -886,11 +915,12 @@ async fn churn_with_the_leader_killed_every_ten_seconds_converges_with_each_chil
     let watched = Tally::of(&expected, &census.creations());
     let audit = Tally::of(&expected, &audited(&fleet.env).await);
     fleet.assert_alive();
-    let intervals = fleet.assert_no_overlap();
+    let (intervals, overlaps) = fleet.overlaps();
+    let intervals = describe(intervals, &overlaps);
     println!(
         "figures: churn: {widgets} widgets ({updates} resized, 1 after the last kill), 3 replicas, {k} leader SIGKILLs every {cadence:?} \
          ({kills:?}); converged {converged_after:.1?} after the kills; not converged {nc}; children lost {wl} (watch) / {al} (audit), \
-         duplicated {wd} (watch) / {ad} (audit); {intervals} controller intervals, no overlap; {secs:.1}s",
+         duplicated {wd} (watch) / {ad} (audit); {intervals}; {secs:.1}s",
         widgets = names.len(),
         updates = names.len().div_ceil(2),
         k = kills.len(),
@@ -931,4 +961,5 @@ async fn churn_with_the_leader_killed_every_ten_seconds_converges_with_each_chil
         "children created twice: {:?}",
         audit.duplicated
     );
+    assert_no_overlap(&overlaps);
 }
