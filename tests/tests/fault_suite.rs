@@ -203,19 +203,18 @@ async fn env_with(builder: bonny::testing::TestEnvBuilder, namespace: &str) -> T
     env
 }
 
-/// Child creations per the audit log, read once the log holds every answer so far.
-async fn audited(env: &TestEnv) -> BTreeMap<String, usize> {
-    // The audit record of a request may trail its answer by a moment: wait until the log
-    // has stopped growing between two reads.
-    let mut last = None;
-    eventually("the audit log to settle", WAIT, || {
-        let records = env.audit_log().unwrap();
-        let count = records.len();
-        let settled = last == Some(count);
-        last = Some(count);
-        async move { settled.then(|| census::audited_creations(&records)) }
-    })
-    .await
+/// Child creations per the audit log, once it shows a creation of every `expected` child
+/// (or after [`WAIT`]): the audit record of a request may trail its answer by a moment, and
+/// the log never stops growing (Lease renewals), so "settled" is judged by its content.
+async fn audited(env: &TestEnv, expected: &[String]) -> BTreeMap<String, usize> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let created = census::audited_creations(&env.audit_log().unwrap());
+        if expected.iter().all(|key| created.contains_key(key)) || Instant::now() >= deadline {
+            return created;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Widget lists in `namespace` the audit log shows after its first `from` records.
@@ -329,7 +328,7 @@ async fn api_server_restarts_during_create_update_delete_lose_and_duplicate_noth
     let wrong = settle(WAIT * 3, || unconverged(&client, NS, &sizes, &deleted)).await;
     let kept = child_keys(NS, sizes.keys());
     let watched = Tally::of(&kept, &census.creations());
-    let audit = Tally::of(&kept, &audited(&env).await);
+    let audit = Tally::of(&kept, &audited(&env, &kept).await);
     let cleanups = operator.controller.counters.cleanups();
     // A deleted widget whose child exists reached `apply` (the finalizer is added first), so
     // its cleanup must have run.
@@ -485,7 +484,7 @@ async fn a_watch_expired_by_compaction_is_relisted_and_nothing_is_duplicated() {
     .await;
 
     let expected = child_keys(NS, sizes.keys());
-    let audit = Tally::of(&expected, &audited(&env).await);
+    let audit = Tally::of(&expected, &audited(&env, &expected).await);
     println!(
         "figures: watch expiry: {widgets} widgets, 1 compaction (revision {revision}) + 1 API server restart (outage {outage:?}); \
          operator re-lists of widgets after it {relists} (after a restart without compaction: {lists_without_compaction}); not converged {nc}; children lost {lost}, duplicated {dup}; {secs:.1}s",
@@ -913,7 +912,7 @@ async fn churn_with_the_leader_killed_every_ten_seconds_converges_with_each_chil
     let converged_after = converge_from.elapsed();
     let expected = child_keys(NS, sizes.keys());
     let watched = Tally::of(&expected, &census.creations());
-    let audit = Tally::of(&expected, &audited(&fleet.env).await);
+    let audit = Tally::of(&expected, &audited(&fleet.env, &expected).await);
     fleet.assert_alive();
     let (intervals, overlaps) = fleet.overlaps();
     let intervals = describe(intervals, &overlaps);
