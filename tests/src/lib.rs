@@ -2,6 +2,9 @@
 //! deadline, and the API server's request counters.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod census;
+pub mod gated;
+pub mod ledger;
 pub mod ticker;
 pub mod widget;
 pub mod witness;

@@ -17,6 +17,10 @@ const TTL: Duration = Duration::from_secs(60);
 /// The objects as our last writes returned them, per object.
 pub(crate) struct Written<K: Resource<DynamicType = ()>> {
     entries: Mutex<HashMap<ObjectRef<K>, Entry<K>>>,
+    /// UIDs of objects whose cleanup finished and whose finalizer we removed, and when. No
+    /// finalizer can be added to an object being deleted, so their cleanup is over for good;
+    /// a reconcile from a cache that still shows the finalizer must not run it again.
+    finalized: Mutex<HashMap<String, Instant>>,
 }
 
 /// The object as our last write returned it, and the version the watch showed before it.
@@ -30,6 +34,7 @@ impl<K: Resource<DynamicType = ()>> Default for Written<K> {
     fn default() -> Self {
         Self {
             entries: Mutex::default(),
+            finalized: Mutex::default(),
         }
     }
 }
@@ -65,6 +70,25 @@ impl<K: Resource<DynamicType = ()>> Written<K> {
                 at: now,
             },
         );
+    }
+
+    /// Remember that the cleanup of the object with `uid` finished and our finalizer is gone;
+    /// entries older than the TTL are dropped.
+    pub(crate) fn finalized(&self, uid: String, now: Instant) {
+        let mut finalized = self
+            .finalized
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        finalized.retain(|_, at| now.duration_since(*at) < TTL);
+        finalized.insert(uid, now);
+    }
+
+    /// Whether the cleanup of the object with `uid` already finished (within the TTL).
+    pub(crate) fn is_finalized(&self, uid: &str) -> bool {
+        self.finalized
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(uid)
     }
 
     #[cfg(test)]
@@ -130,6 +154,17 @@ mod tests {
         // A reconcile that wrote nothing leaves nothing behind.
         written.remember(reference, &seen, seen.clone(), now);
         assert_eq!(written.len(), 0);
+    }
+
+    #[test]
+    fn a_finished_cleanup_is_remembered_by_uid_until_the_ttl() {
+        let written = Written::<ConfigMap>::default();
+        let start = Instant::now();
+        assert!(!written.is_finalized("u1"));
+        written.finalized("u1".into(), start);
+        assert!(written.is_finalized("u1") && !written.is_finalized("u2"));
+        written.finalized("u2".into(), start + TTL);
+        assert!(!written.is_finalized("u1") && written.is_finalized("u2"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
 };
 
 use kube::{
-    ResourceExt,
+    Resource, ResourceExt,
     runtime::{
         controller::Action as KubeAction,
         events::{Event, Recorder},
@@ -25,7 +25,7 @@ use super::{
     watches::OwnedCaches,
 };
 use crate::{
-    controller::{Action, Axn, Config, Controller, Object, ReconcileError},
+    controller::{Action, Axn, Config, Controller, Object, Phase, ReconcileError},
     observe::{Metrics, ReconcileResult},
 };
 
@@ -81,6 +81,19 @@ pub(crate) async fn reconcile<C: Controller>(
         let started = Instant::now();
         ctx.metrics.reconcile_started(&name);
         let seen = object;
+        let uid = seen.uid();
+        if seen.meta().deletion_timestamp.is_some()
+            && uid
+                .as_deref()
+                .is_some_and(|uid| ctx.written.is_finalized(uid))
+        {
+            // Our cleanup of this object finished and removed the finalizer; the cache has not
+            // caught up with that yet. Running cleanup again would do it twice.
+            tracing::debug!("cleanup already done; waiting for the watch to catch up");
+            ctx.metrics
+                .reconcile_finished(&name, ReconcileResult::success, started.elapsed());
+            return Ok(KubeAction::await_change());
+        }
         let object = ctx.written.freshest(&reference, seen.clone());
         let axn = Axn::new(object.clone(), ctx.pipeline.client.clone(), name.clone());
         let Processed {
@@ -107,6 +120,13 @@ pub(crate) async fn reconcile<C: Controller>(
             effects.object.clone(),
             Instant::now(),
         );
+        // A cleanup that succeeded ends with our finalizer removed (the last stage).
+        if effects.phase == Phase::Cleanup
+            && outcome.is_ok()
+            && let Some(uid) = uid
+        {
+            ctx.written.finalized(uid, Instant::now());
+        }
         if !fenced {
             publish_events(&ctx.recorder, &*object, effects.events).await;
         }
