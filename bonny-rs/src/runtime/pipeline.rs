@@ -11,7 +11,9 @@ use futures::FutureExt;
 use kube::{Client, Resource};
 use tracing::Instrument;
 
-use super::{descendants, finalizer, reconcile::panicked, status, watches::OwnedCaches};
+use super::{
+    descendants, finalizer, intake::Vanished, reconcile::panicked, status, watches::OwnedCaches,
+};
 use crate::controller::{Action, Axn, Config, Controller, Effects, Flow, Phase, ReconcileError};
 
 /// One stage of the reconcile pipeline.
@@ -83,6 +85,7 @@ pub(crate) struct Pipeline<C: Controller> {
     pub(crate) client: Client,
     pub(crate) name: Arc<str>,
     pub(crate) cache: OwnedCaches,
+    pub(crate) vanished: Arc<Vanished<C::Resource>>,
 }
 
 impl<C: Controller> Pipeline<C> {
@@ -223,7 +226,9 @@ impl<C: Controller> Pipeline<C> {
             {
                 match self.config.finalizer_name() {
                     Some(name) => {
-                        let removed = finalizer::remove(&self.client, name, &*effects.object).await;
+                        let removed =
+                            finalizer::remove(&self.client, name, &*effects.object, &self.vanished)
+                                .await;
                         if removed.is_ok() {
                             tracing::info!("cleanup done; finalizer removed");
                         }
@@ -470,6 +475,7 @@ mod tests {
             client: client.clone(),
             name: Arc::from("thing"),
             cache,
+            vanished: Arc::new(Vanished::new(futures::channel::mpsc::unbounded().0)),
         };
         let axn = Axn::new(Arc::new(object), client, pipeline.name.clone());
         let Processed { result, .. } = pipeline.run(axn).await;

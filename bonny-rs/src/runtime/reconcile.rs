@@ -19,6 +19,7 @@ use kube::{
 use tracing::Instrument;
 
 use super::{
+    intake::Vanished,
     pipeline::{Pipeline, Processed},
     read_your_writes::Written,
     registration::RunContext,
@@ -36,6 +37,7 @@ pub(crate) struct Context<C: Controller> {
     failures: Mutex<HashMap<ObjectRef<C::Resource>, u32>>,
     metrics: Metrics,
     written: Written<C::Resource>,
+    vanished: Arc<Vanished<C::Resource>>,
 }
 
 impl<C: Controller> Context<C> {
@@ -45,6 +47,7 @@ impl<C: Controller> Context<C> {
         runtime: &RunContext,
         name: Arc<str>,
         cache: OwnedCaches,
+        vanished: Arc<Vanished<C::Resource>>,
     ) -> Self {
         Self {
             pipeline: Pipeline {
@@ -53,11 +56,13 @@ impl<C: Controller> Context<C> {
                 client: runtime.client.clone(),
                 name,
                 cache,
+                vanished: vanished.clone(),
             },
             recorder: Recorder::new(runtime.client.clone(), runtime.reporter.clone()),
             failures: Mutex::default(),
             metrics: runtime.metrics.clone(),
             written: Written::default(),
+            vanished,
         }
     }
 }
@@ -72,53 +77,73 @@ pub(crate) async fn reconcile<C: Controller>(
     ctx: Arc<Context<C>>,
 ) -> Result<KubeAction, Failed> {
     let reference = ObjectRef::from_obj(&*object);
-    let name = ctx.pipeline.name.clone();
-    let span = tracing::info_span!("reconcile", controller = %name, object = %reference);
+    let span =
+        tracing::info_span!("reconcile", controller = %ctx.pipeline.name, object = %reference);
     async move {
-        let started = Instant::now();
-        ctx.metrics.reconcile_started(&name);
-        let seen = object;
-        let object = ctx.written.freshest(&reference, seen.clone());
-        let axn = Axn::new(object.clone(), ctx.pipeline.client.clone(), name.clone());
-        let Processed {
-            result: outcome,
-            mut effects,
-        } = ctx.pipeline.run(axn).await;
-        if let Err(err) = &outcome {
-            tracing::warn!(error = %err, reason = err.reason(), "reconcile failed");
-            effects.warning_event(err.reason(), truncate(&err.to_string(), 1024));
+        // An object of this name that vanished with our finalizer, replaced in the cache by a
+        // newer one before its cleanup ran: it is cleaned up first.
+        if let Some(vanished) = ctx.vanished.get(&reference)
+            && vanished.uid() != object.uid()
+        {
+            // Its action does not matter: there is no object left to requeue.
+            let _: Action = process(&ctx, &reference, vanished).await?;
         }
-        ctx.written.remember(
-            reference.clone(),
-            &seen,
-            effects.object.clone(),
-            Instant::now(),
-        );
-        publish_events(&ctx.recorder, &*object, effects.events).await;
-        for callback in effects.after {
-            callback(outcome.as_ref());
-        }
-        let result = match &outcome {
-            Ok(action) if action.requeue_after().is_some() => ReconcileResult::requeue_after,
-            Ok(_) => ReconcileResult::success,
-            Err(_) => ReconcileResult::error,
-        };
-        ctx.metrics
-            .reconcile_finished(&name, result, started.elapsed());
-        match outcome {
-            Ok(action) => {
-                ctx.failures
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&reference);
-                tracing::debug!(?action, "reconciled");
-                Ok(into_kube(action, ctx.pipeline.config.requeue_interval()))
-            }
-            Err(err) => Err(Failed(err)),
-        }
+        let action = process(&ctx, &reference, object).await?;
+        Ok(into_kube(action, ctx.pipeline.config.requeue_interval()))
     }
     .instrument(span)
     .await
+}
+
+/// One run of the pipeline on `seen`, with its events, callbacks and metrics.
+async fn process<C: Controller>(
+    ctx: &Context<C>,
+    reference: &ObjectRef<C::Resource>,
+    seen: Arc<C::Resource>,
+) -> Result<Action, Failed> {
+    let name = &ctx.pipeline.name;
+    let started = Instant::now();
+    ctx.metrics.reconcile_started(name);
+    let object = ctx.written.freshest(reference, seen.clone());
+    let axn = Axn::new(object.clone(), ctx.pipeline.client.clone(), name.clone());
+    let Processed {
+        result: outcome,
+        mut effects,
+    } = ctx.pipeline.run(axn).await;
+    if let Err(err) = &outcome {
+        tracing::warn!(error = %err, reason = err.reason(), "reconcile failed");
+        effects.warning_event(err.reason(), truncate(&err.to_string(), 1024));
+    }
+    ctx.written.remember(
+        reference.clone(),
+        &seen,
+        effects.object.clone(),
+        Instant::now(),
+    );
+    publish_events(&ctx.recorder, &*object, effects.events).await;
+    for callback in effects.after {
+        callback(outcome.as_ref());
+    }
+    let result = match &outcome {
+        Ok(action) if action.requeue_after().is_some() => ReconcileResult::requeue_after,
+        Ok(_) => ReconcileResult::success,
+        Err(_) => ReconcileResult::error,
+    };
+    ctx.metrics
+        .reconcile_finished(name, result, started.elapsed());
+    match outcome {
+        Ok(action) => {
+            ctx.failures
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(reference);
+            // A vanished object whose cleanup ran leaves the cache.
+            ctx.vanished.cleaned_up(&seen);
+            tracing::debug!(?action, "reconciled");
+            Ok(action)
+        }
+        Err(err) => Err(Failed(err)),
+    }
 }
 
 /// The author's action, or the controller's periodic interval when the action waits.
