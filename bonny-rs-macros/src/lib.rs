@@ -74,13 +74,15 @@
 //! derive `CustomResource`.
 //!
 //! Durations are a whole number and a unit, one of `ms`, `s`, `m` and `h`: `"500ms"`, `"30s"`,
-//! `"5m"`, `"1h"`.
+//! `"5m"`, `"1h"`; zero is rejected. It is the grammar of `bonny_rules::duration`, which the
+//! `BONNY_*` environment variables use too.
 //!
 //! # Checked at compile time
 //!
 //! - RBAC verbs are among those Kubernetes knows (`get`, `list`, `watch`, `create`, `update`,
 //!   `patch`, `delete`, `deletecollection`, `bind`, `escalate`, `impersonate`, `use`,
-//!   `approve`, `sign`, `*`); a misspelt one gets a suggestion.
+//!   `approve`, `sign`, `*`: the list of `bonny_rules::verbs`, which the runtime checks too); a
+//!   misspelt one gets a suggestion.
 //! - The finalizer is a domain-qualified name; durations parse and are not zero.
 //! - Unknown and repeated keys, values of the wrong kind, `versions` without `storage`.
 //!
@@ -92,7 +94,6 @@
 //! name (the default for `bonny-rs`).
 
 mod attrs;
-mod duration;
 mod expand;
 mod suggest;
 

@@ -109,12 +109,9 @@ async fn starts_installs_a_crd_and_round_trips_a_custom_resource() {
     let read = widgets.get("first").await.unwrap();
     assert_eq!(read.spec, widget.spec);
 
-    let metrics = env.apiserver_metrics().await.unwrap();
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{") && l.contains("widgets"))
-    {
-        eprintln!("{line}");
+    let counts = env.request_counts().await.unwrap();
+    for sample in counts.samples().iter().filter(|s| s.resource == "widgets") {
+        eprintln!("{sample:?}");
     }
     // Creates are reported as POST.
     assert_eq!(env.request_count("post", "widgets").await.unwrap(), 1);

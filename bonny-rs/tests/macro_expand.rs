@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use bonny::controller::StepFuture;
-use bonny::manifest::KNOWN_VERBS;
 use bonny::prelude::*;
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -93,29 +92,28 @@ fn crd_is_the_resource_s_own() {
     assert_eq!(crd.spec.versions[0].name, "v1");
 }
 
-/// Every verb the runtime knows is accepted by the macro: the two lists cannot drift apart.
+/// A built-in kind: no CRD, and the keys left out stay unset.
 #[bonny::controller(
     resource = ConfigMap,
     crd = false,
-    rbac(group = "", resources = ["configmaps"], verbs = [
-        "get", "list", "watch", "create", "update", "patch", "delete", "deletecollection",
-        "bind", "escalate", "impersonate", "use", "approve", "sign", "*",
-    ]),
+    rbac(group = "", resources = ["configmaps"], verbs = ["get", "list", "watch"]),
 )]
-struct EveryVerb;
+struct BuiltIn;
 
-impl Reconcile<ConfigMap> for EveryVerb {
+impl Reconcile<ConfigMap> for BuiltIn {
     async fn apply(&self, _axn: &mut Axn<ConfigMap>) -> Result<Action, ReconcileError> {
         Ok(Action::await_change())
     }
 }
 
 #[test]
-fn macro_and_runtime_know_the_same_verbs() {
-    let config = EveryVerb.config();
-    assert_eq!(config.rules()[0].verbs, KNOWN_VERBS);
-    assert!(config.rules()[0].unknown_verbs().is_empty());
-    assert!(matches!(EveryVerb.crd(), Ok(None)));
+fn crd_false_and_unset_keys() {
+    let config = BuiltIn.config();
+    assert_eq!(
+        config.rules(),
+        [Rule::new("", ["configmaps"], ["get", "list", "watch"])]
+    );
+    assert!(matches!(BuiltIn.crd(), Ok(None)));
     assert_eq!(config.requeue_interval(), None);
     assert_eq!(config.finalizer_name(), None);
 }

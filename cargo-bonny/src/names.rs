@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use bonny_rules::dns::{self, LABEL_MAX as DNS_LABEL_MAX};
+
 /// Words that cannot be crate or module names: Rust's keywords (2024 edition, reserved ones
 /// included).
 const KEYWORDS: &[&str] = &[
@@ -74,9 +76,6 @@ const TEMPLATE_NAMES: &[&str] = &[
     "Serialize",
     "TestEnv",
 ];
-
-const DNS_LABEL_MAX: usize = 63;
-const DNS_SUBDOMAIN_MAX: usize = 253;
 
 /// A name that breaks a rule: which name, which rule, and a fixed name when one can be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,12 +192,7 @@ fn kind_rule(kind: &str) -> Result<(), String> {
 /// Checks an API group: a DNS-1123 subdomain with at least one dot, as CRDs require.
 pub fn check_group(group: &str) -> Result<(), NameError> {
     const WHAT: &str = "API group";
-    let fail = |rule: String| Err(NameError::new(WHAT, group, rule));
-    if group.len() > DNS_SUBDOMAIN_MAX {
-        return fail(format!(
-            "a DNS-1123 subdomain has at most {DNS_SUBDOMAIN_MAX} characters"
-        ));
-    }
+    dns::check_subdomain(group).map_err(|rule| NameError::new(WHAT, group, rule.to_string()))?;
     if !group.contains('.') {
         return Err(NameError::new(
             WHAT,
@@ -207,39 +201,12 @@ pub fn check_group(group: &str) -> Result<(), NameError> {
         )
         .suggest(Some(format!("{group}.example.com"))));
     }
-    for label in group.split('.') {
-        if let Err(rule) = dns_label_rule(label) {
-            return fail(format!(
-                "each part of a DNS-1123 subdomain must be a label: `{label}`: {rule}"
-            ));
-        }
-    }
     Ok(())
 }
 
 /// Why `value` is not a DNS-1123 label, if it is not one.
 fn dns_label_rule(value: &str) -> Result<(), String> {
-    if value.is_empty() {
-        return Err("a Kubernetes DNS-1123 label cannot be empty".into());
-    }
-    if value.len() > DNS_LABEL_MAX {
-        return Err(format!(
-            "a Kubernetes DNS-1123 label has at most {DNS_LABEL_MAX} characters, this has {}",
-            value.len()
-        ));
-    }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        return Err(format!(
-            "a Kubernetes DNS-1123 label holds only lowercase letters, digits and `-`, found `{bad}`"
-        ));
-    }
-    if value.starts_with('-') || value.ends_with('-') {
-        return Err("a Kubernetes DNS-1123 label starts and ends with a letter or digit".into());
-    }
-    Ok(())
+    dns::check_label(value).map_err(|rule| rule.to_string())
 }
 
 /// A valid operator name close to `name`, if one can be made.

@@ -5,49 +5,10 @@
 pub mod widget;
 pub mod witness;
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::events::v1::Event;
 use kube::{Api, Client};
 
 pub use bonny::testing::eventually;
-
-/// `apiserver_request_total` summed by (verb, resource) from the API server's metrics text.
-pub fn request_totals(metrics: &str) -> BTreeMap<(String, String), u64> {
-    let mut totals = BTreeMap::new();
-    for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split("\",")
-                .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"').to_owned())
-                .unwrap_or_default()
-        };
-        let count: f64 = value.trim().parse().unwrap_or(0.0);
-        *totals
-            .entry((label("verb"), label("resource")))
-            .or_insert(0) += count as u64;
-    }
-    totals
-}
-
-/// Write requests (anything but GET, LIST and WATCH) to the given resources.
-pub fn writes_to(metrics: &str, resources: &[&str]) -> u64 {
-    request_totals(metrics)
-        .into_iter()
-        .filter(|((verb, resource), _)| {
-            !matches!(verb.as_str(), "GET" | "LIST" | "WATCH")
-                && resources.contains(&resource.as_str())
-        })
-        .map(|(_, count)| count)
-        .sum()
-}
 
 /// Log to the test output, once per process.
 pub fn init_tracing() {

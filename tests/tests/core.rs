@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use bonny::{Operator, observe::Metrics, testing::TestEnv};
 use bonny_e2e::{
-    events_for, eventually, has_event, init_tracing, request_totals,
+    events_for, eventually, has_event, init_tracing,
     widget::{Gadget, GadgetController, GadgetSpec, Widget, WidgetController, widget},
-    writes_to,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
@@ -226,12 +225,9 @@ async fn a_reconcile_with_nothing_to_change_writes_nothing() {
     .await;
 
     let watched = ["widgets", "configmaps", "events"];
-    let metrics_before = env.apiserver_metrics().await.unwrap();
-    let before = writes_to(&metrics_before, &watched);
-    let child_gets_before = request_totals(&metrics_before)
-        .get(&("GET".to_owned(), "configmaps".to_owned()))
-        .copied()
-        .unwrap_or(0);
+    let counts_before = env.request_counts().await.unwrap();
+    let before = counts_before.writes_to(&watched);
+    let child_gets_before = counts_before.count("GET", "configmaps");
     // A label change reconciles the widget (a write by the test, to `widgets`, counted apart).
     widgets
         .patch(
@@ -249,17 +245,14 @@ async fn a_reconcile_with_nothing_to_change_writes_nothing() {
             .then_some(())
     })
     .await;
-    let metrics_after = env.apiserver_metrics().await.unwrap();
-    let after = writes_to(&metrics_after, &watched);
+    let counts_after = env.request_counts().await.unwrap();
+    let after = counts_after.writes_to(&watched);
     assert_eq!(
         after - before,
         1,
         "only the test's own label patch may write; the reconcile must write nothing"
     );
-    let child_gets_after = request_totals(&metrics_after)
-        .get(&("GET".to_owned(), "configmaps".to_owned()))
-        .copied()
-        .unwrap_or(0);
+    let child_gets_after = counts_after.count("GET", "configmaps");
     assert_eq!(
         child_gets_after - child_gets_before,
         0,

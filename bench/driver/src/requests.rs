@@ -39,30 +39,16 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Parses the Prometheus text of the API server's `/metrics`.
+    /// Parses the Prometheus text of the API server's `/metrics` (with
+    /// [`bonny::testing::RequestCounts`], the SDK's one parser of it).
     pub fn parse(text: &str) -> Self {
         let mut counts = Counts::default();
-        for line in text.lines() {
-            let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-                continue;
-            };
-            let Some((labels, value)) = rest.rsplit_once("} ") else {
-                continue;
-            };
-            let label = |name: &str| {
-                labels
-                    .split("\",")
-                    .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
-                    .map(|v| v.trim_end_matches('"').to_owned())
-                    .unwrap_or_default()
-            };
-            // Counters are integral; the exposition format writes them as floats.
-            let count = value.trim().parse::<f64>().unwrap_or(0.0).round() as u64;
-            let key = (label("verb"), label("resource"));
-            if label("code") == "409" {
-                *counts.conflicts.entry(key.clone()).or_insert(0) += count;
+        for sample in bonny::testing::RequestCounts::parse(text).samples() {
+            let key = (sample.verb.clone(), sample.resource.clone());
+            if sample.code == "409" {
+                *counts.conflicts.entry(key.clone()).or_insert(0) += sample.count;
             }
-            *counts.by_verb_resource.entry(key).or_insert(0) += count;
+            *counts.by_verb_resource.entry(key).or_insert(0) += sample.count;
         }
         counts
     }

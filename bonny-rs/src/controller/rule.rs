@@ -2,24 +2,7 @@
 
 use std::collections::BTreeSet;
 
-/// Every verb the Kubernetes RBAC authorizer understands.
-pub const KNOWN_VERBS: &[&str] = &[
-    "get",
-    "list",
-    "watch",
-    "create",
-    "update",
-    "patch",
-    "delete",
-    "deletecollection",
-    "bind",
-    "escalate",
-    "impersonate",
-    "use",
-    "approve",
-    "sign",
-    "*",
-];
+pub use bonny_rules::verbs::KNOWN_VERBS;
 
 /// One RBAC policy rule: these verbs on these resources of these API groups.
 ///
@@ -59,7 +42,7 @@ impl Rule {
         self.verbs
             .iter()
             .map(String::as_str)
-            .filter(|verb| !KNOWN_VERBS.contains(verb))
+            .filter(|verb| !bonny_rules::verbs::is_known(verb))
             .collect()
     }
 }

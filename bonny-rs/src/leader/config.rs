@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
+use bonny_rules::dns::{is_label as is_dns_label, is_subdomain as is_dns_subdomain};
 use md5::{Digest, Md5};
 
 use super::ConfigError;
+use super::decision::Ballot;
 
 /// The jitter factor of client-go: waits while not leading are `retry_period` stretched by up
 /// to this factor, and `renew_deadline` must exceed the longest such wait.
@@ -12,17 +14,19 @@ pub(crate) const JITTER_FACTOR: f64 = 1.2;
 
 /// Settings of the Lease leader election.
 ///
-/// Every setting has a production-safe default; [`validate`](Self::validate) runs when the
-/// [`Elector`](super::Elector) is built.
+/// Every setting has a production-safe default; [`validate`](Self::validate) checks them once
+/// and resolves the defaults into the [`Election`] an [`Elector`](super::Elector) is built from.
 ///
 /// ```
 /// use std::time::Duration;
-/// use bonny::leader::LeaderElection;
+/// use bonny::leader::{Defaults, LeaderElection};
 ///
-/// let config = LeaderElection::new()
+/// let election = LeaderElection::new()
 ///     .lease_duration(Duration::from_secs(20))
-///     .renew_deadline(Duration::from_secs(12));
-/// assert!(config.validate().is_ok());
+///     .renew_deadline(Duration::from_secs(12))
+///     .validate(&Defaults::new("my-operator").pod_namespace(Some("ops".into())))
+///     .expect("valid settings");
+/// assert_eq!(election.lease_namespace(), "ops");
 /// ```
 #[derive(Clone, Debug)]
 pub struct LeaderElection {
@@ -64,14 +68,16 @@ impl LeaderElection {
         self
     }
 
-    /// Namespace of the Lease; by default [`default_lease_namespace`].
+    /// Namespace of the Lease; by default the pod's namespace ([`Defaults::pod_namespace`]),
+    /// else `default`.
     #[must_use]
     pub fn lease_namespace(mut self, namespace: impl Into<String>) -> Self {
         self.lease_namespace = Some(namespace.into());
         self
     }
 
-    /// Identity written into the Lease; by default [`default_identity`]. Must be unique
+    /// Identity written into the Lease; by default the pod name ([`Defaults::pod_name`]), else
+    /// [`default_identity`] of the host name. Must be unique
     /// per process: two replicas sharing one identity both believe they lead.
     #[must_use]
     pub fn identity(mut self, identity: impl Into<String>) -> Self {
@@ -120,7 +126,8 @@ impl LeaderElection {
         self
     }
 
-    /// Checks the settings can keep a single leader.
+    /// Checks the settings can keep a single leader and resolves the defaults (Lease name
+    /// and namespace, identity) from `defaults`: the one place leader settings are validated.
     ///
     /// # Errors
     /// [`ConfigError::Timings`] unless `lease_duration > renew_deadline > retry_period * 1.2 > 0`:
@@ -129,7 +136,7 @@ impl LeaderElection {
     /// per deadline. [`ConfigError::LeaseDurationTooLong`], [`ConfigError::EmptyIdentity`],
     /// [`ConfigError::InvalidLeaseName`] and [`ConfigError::InvalidNamespace`] for settings
     /// the API server or the election could not use.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(self, defaults: &Defaults) -> Result<Election, ConfigError> {
         let timings = |rule| ConfigError::Timings {
             rule,
             lease_duration: self.lease_duration,
@@ -145,9 +152,8 @@ impl LeaderElection {
         if self.lease_duration <= self.renew_deadline {
             return Err(timings("lease_duration > renew_deadline"));
         }
-        if lease_duration_seconds(self.lease_duration).is_none() {
-            return Err(ConfigError::LeaseDurationTooLong(self.lease_duration));
-        }
+        let lease_duration_seconds = lease_duration_seconds(self.lease_duration)
+            .ok_or(ConfigError::LeaseDurationTooLong(self.lease_duration))?;
         if self.identity.as_deref() == Some("") {
             return Err(ConfigError::EmptyIdentity);
         }
@@ -161,9 +167,128 @@ impl LeaderElection {
         {
             return Err(ConfigError::InvalidNamespace(namespace.clone()));
         }
-        Ok(())
+        let lease_namespace = self
+            .lease_namespace
+            .or_else(|| defaults.pod_namespace.clone())
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        let lease_name = self
+            .lease_name
+            .unwrap_or_else(|| default_lease_name(&lease_namespace, &defaults.operator_name));
+        let identity = self
+            .identity
+            .or_else(|| defaults.pod_name.clone())
+            .unwrap_or_else(|| default_identity(defaults.hostname.as_deref()));
+        Ok(Election {
+            ballot: Ballot {
+                identity,
+                lease_name,
+                lease_namespace,
+                lease_duration: self.lease_duration,
+                lease_duration_seconds,
+            },
+            renew_deadline: self.renew_deadline,
+            retry_period: self.retry_period,
+            release_on_shutdown: self.release_on_shutdown,
+            exit_on_loss: self.exit_on_loss,
+        })
     }
 }
+
+/// What the defaults of a [`LeaderElection`] are made of: the operator's name and what the
+/// operator's `Settings` read about this replica. The leader module reads no environment.
+///
+/// ```
+/// use bonny::leader::Defaults;
+///
+/// let defaults = Defaults::new("my-operator")
+///     .pod_name(Some("my-operator-7d4b9-x2x7q".into()))
+///     .pod_namespace(Some("ops".into()));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Defaults {
+    operator_name: String,
+    pod_name: Option<String>,
+    pod_namespace: Option<String>,
+    hostname: Option<String>,
+}
+
+impl Defaults {
+    /// Defaults for the operator `operator_name` (part of the default Lease name).
+    pub fn new(operator_name: impl Into<String>) -> Self {
+        Self {
+            operator_name: operator_name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The pod's name (downward API): the default identity.
+    #[must_use]
+    pub fn pod_name(mut self, pod_name: Option<String>) -> Self {
+        self.pod_name = pod_name.filter(|name| !name.is_empty());
+        self
+    }
+
+    /// The pod's namespace (downward API): the default Lease namespace, else `default`.
+    #[must_use]
+    pub fn pod_namespace(mut self, pod_namespace: Option<String>) -> Self {
+        self.pod_namespace = pod_namespace.filter(|namespace| !namespace.is_empty());
+        self
+    }
+
+    /// The host's name: without a pod name the identity is this plus a random suffix.
+    #[must_use]
+    pub fn hostname(mut self, hostname: Option<String>) -> Self {
+        self.hostname = hostname.filter(|host| !host.is_empty());
+        self
+    }
+}
+
+/// Leader election settings that passed [`LeaderElection::validate`], with every default
+/// resolved: what an [`Elector`](super::Elector) is built from.
+#[derive(Clone, Debug)]
+pub struct Election {
+    pub(crate) ballot: Ballot,
+    pub(crate) renew_deadline: Duration,
+    pub(crate) retry_period: Duration,
+    pub(crate) release_on_shutdown: bool,
+    pub(crate) exit_on_loss: bool,
+}
+
+impl Election {
+    /// The identity this replica writes into the Lease.
+    pub fn identity(&self) -> &str {
+        &self.ballot.identity
+    }
+
+    /// The name of the Lease.
+    pub fn lease_name(&self) -> &str {
+        &self.ballot.lease_name
+    }
+
+    /// The namespace of the Lease.
+    pub fn lease_namespace(&self) -> &str {
+        &self.ballot.lease_namespace
+    }
+
+    /// How long a standby waits after the last change it saw before taking the Lease.
+    pub fn lease_duration(&self) -> Duration {
+        self.ballot.lease_duration
+    }
+
+    /// How long the leader may go without a successful renewal before it stops its
+    /// controllers.
+    pub fn renew_deadline(&self) -> Duration {
+        self.renew_deadline
+    }
+
+    /// The interval between renewals, and between attempts while standing by.
+    pub fn retry_period(&self) -> Duration {
+        self.retry_period
+    }
+}
+
+/// The Lease namespace without a configured one or a pod namespace.
+const DEFAULT_NAMESPACE: &str = "default";
 
 /// The Lease's `leaseDurationSeconds` for a duration: rounded up so that standbys never wait
 /// less than configured, at least 1.
@@ -210,51 +335,11 @@ pub fn default_lease_name(namespace: &str, operator_name: &str) -> String {
     }
 }
 
-/// This process's identity: `BONNY_POD_NAME`, else `POD_NAME` (set them from the downward
-/// API), else the hostname followed by `_` and a random suffix.
-pub fn default_identity() -> String {
-    if let Some(pod) = env_non_empty("BONNY_POD_NAME").or_else(|| env_non_empty("POD_NAME")) {
-        return pod;
-    }
-    let host = env_non_empty("HOSTNAME")
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|name| name.trim().to_owned())
-                .filter(|name| !name.is_empty())
-        })
-        .unwrap_or_else(|| "bonny".to_owned());
+/// An identity for a process outside a pod: `hostname` (else `bonny`) followed by `_` and a
+/// random suffix, so that two processes on one host never share it.
+pub fn default_identity(hostname: Option<&str>) -> String {
+    let host = hostname.filter(|host| !host.is_empty()).unwrap_or("bonny");
     format!("{host}_{:08x}", rand::random::<u32>())
-}
-
-/// The Lease namespace: `BONNY_POD_NAMESPACE` (the operator's own namespace, from the
-/// downward API), else `default`.
-pub fn default_lease_namespace() -> String {
-    env_non_empty("BONNY_POD_NAMESPACE").unwrap_or_else(|| "default".to_owned())
-}
-
-fn env_non_empty(key: &str) -> Option<String> {
-    std::env::var(key).ok().filter(|value| !value.is_empty())
-}
-
-fn is_dns_label(value: &str) -> bool {
-    value.len() <= 63
-        && value.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && value.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
-fn is_dns_subdomain(value: &str) -> bool {
-    let part = |part: &str| {
-        part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && part
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    };
-    value.len() <= 253 && value.split('.').all(part)
 }
 
 #[cfg(test)]
@@ -265,12 +350,18 @@ mod tests {
         Duration::from_secs_f64(s)
     }
 
+    /// Validates, keeping only whether it passed (an `Election` has no `PartialEq`).
+    fn check(config: LeaderElection) -> Result<(), ConfigError> {
+        config.validate(&Defaults::new("my-operator")).map(drop)
+    }
+
     fn timings(lease: f64, renew: f64, retry: f64) -> Result<(), ConfigError> {
-        LeaderElection::new()
-            .lease_duration(secs(lease))
-            .renew_deadline(secs(renew))
-            .retry_period(secs(retry))
-            .validate()
+        check(
+            LeaderElection::new()
+                .lease_duration(secs(lease))
+                .renew_deadline(secs(renew))
+                .retry_period(secs(retry)),
+        )
     }
 
     fn rule_of(result: Result<(), ConfigError>) -> &'static str {
@@ -288,7 +379,7 @@ mod tests {
         assert_eq!(config.retry_period, secs(2.0));
         assert!(config.release_on_shutdown);
         assert!(!config.exit_on_loss);
-        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(check(config), Ok(()));
     }
 
     #[test]
@@ -319,26 +410,29 @@ mod tests {
     fn other_settings_are_checked() {
         let huge = LeaderElection::new().lease_duration(Duration::from_secs(u64::from(u32::MAX)));
         assert!(matches!(
-            huge.validate(),
+            check(huge),
             Err(ConfigError::LeaseDurationTooLong(_))
         ));
         assert_eq!(
-            LeaderElection::new().identity("").validate(),
+            check(LeaderElection::new().identity("")),
             Err(ConfigError::EmptyIdentity)
         );
         assert!(matches!(
-            LeaderElection::new().lease_name("Bad_Name").validate(),
+            check(LeaderElection::new().lease_name("Bad_Name")),
             Err(ConfigError::InvalidLeaseName(_))
         ));
         assert!(matches!(
-            LeaderElection::new().lease_namespace("a.b").validate(),
+            check(LeaderElection::new().lease_namespace("a.b")),
             Err(ConfigError::InvalidNamespace(_))
         ));
         let fine = LeaderElection::new()
             .lease_name("ops.my-operator")
             .lease_namespace("ops")
             .identity("pod-0");
-        assert_eq!(fine.validate(), Ok(()));
+        let election = fine.validate(&Defaults::new("x")).expect("valid");
+        assert_eq!(election.identity(), "pod-0");
+        assert_eq!(election.lease_name(), "ops.my-operator");
+        assert_eq!(election.lease_namespace(), "ops");
     }
 
     #[test]
@@ -372,13 +466,63 @@ mod tests {
     }
 
     #[test]
+    fn defaults_come_from_the_replica_then_the_host() {
+        let defaults = Defaults::new("my-operator")
+            .pod_name(Some("my-operator-0".into()))
+            .pod_namespace(Some("ops".into()))
+            .hostname(Some("node-1".into()));
+        let election = LeaderElection::new().validate(&defaults).expect("valid");
+        assert_eq!(election.identity(), "my-operator-0");
+        assert_eq!(election.lease_namespace(), "ops");
+        assert_eq!(
+            election.lease_name(),
+            default_lease_name("ops", "my-operator")
+        );
+        // Explicit settings win over the defaults.
+        let election = LeaderElection::new()
+            .identity("me")
+            .lease_namespace("elsewhere")
+            .lease_name("mine")
+            .validate(&defaults)
+            .expect("valid");
+        assert_eq!(
+            (
+                election.identity(),
+                election.lease_namespace(),
+                election.lease_name()
+            ),
+            ("me", "elsewhere", "mine")
+        );
+        // Outside a pod: the host name with a random suffix, in `default`.
+        let outside = Defaults::new("my-operator").hostname(Some("node-1".into()));
+        let election = LeaderElection::new().validate(&outside).expect("valid");
+        assert!(
+            election.identity().starts_with("node-1_"),
+            "{}",
+            election.identity()
+        );
+        assert_eq!(election.lease_namespace(), "default");
+        // Empty values from the environment count as unset.
+        let empty = Defaults::new("my-operator")
+            .pod_name(Some(String::new()))
+            .pod_namespace(Some(String::new()));
+        let election = LeaderElection::new().validate(&empty).expect("valid");
+        assert!(
+            election.identity().starts_with("bonny_"),
+            "{}",
+            election.identity()
+        );
+        assert_eq!(election.lease_namespace(), "default");
+    }
+
+    #[test]
     fn identity_is_unique_without_pod_name() {
-        // The environment is shared by parallel tests; only assert on the fallback when no
-        // pod name is configured in this process.
-        if env_non_empty("BONNY_POD_NAME").is_none() && env_non_empty("POD_NAME").is_none() {
-            let (a, b) = (default_identity(), default_identity());
-            assert_ne!(a, b);
-            assert!(a.contains('_'));
-        }
+        let (a, b) = (
+            default_identity(Some("host")),
+            default_identity(Some("host")),
+        );
+        assert_ne!(a, b);
+        assert!(a.starts_with("host_"), "{a}");
+        assert!(default_identity(None).starts_with("bonny_"));
     }
 }

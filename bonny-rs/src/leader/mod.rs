@@ -19,7 +19,7 @@
 //!   panic.
 //!
 //! ```no_run
-//! use bonny::leader::{Elector, Gate, LeaderElection};
+//! use bonny::leader::{Defaults, Elector, Gate, LeaderElection};
 //! use tokio_util::sync::CancellationToken;
 //!
 //! struct Controllers;
@@ -29,23 +29,27 @@
 //! }
 //!
 //! # async fn demo(client: kube::Client) -> Result<(), Box<dyn std::error::Error>> {
-//! let elector = Elector::new(LeaderElection::new(), client, "my-operator")?;
+//! let election = LeaderElection::new().validate(&Defaults::new("my-operator"))?;
+//! let elector = Elector::new(election, client);
 //! let status = elector.status(); // for metrics and health checks
 //! elector.run(&mut Controllers, CancellationToken::new()).await?;
 //! # Ok(()) }
 //! ```
 
+mod campaign;
 mod config;
+mod decision;
 mod elector;
 mod error;
 mod gate;
 mod record;
 mod status;
+mod store;
 
 #[cfg(test)]
 mod simulation;
 
-pub use config::{LeaderElection, default_identity, default_lease_name, default_lease_namespace};
+pub use config::{Defaults, Election, LeaderElection, default_identity, default_lease_name};
 pub use elector::Elector;
 pub use error::{ConfigError, Error};
 pub use gate::Gate;

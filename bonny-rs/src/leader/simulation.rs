@@ -3,8 +3,9 @@
 //! Candidates share one in-memory Lease store with resourceVersion compare-and-swap (and, like
 //! etcd, no new resourceVersion for a write that changes nothing). Each candidate has its own
 //! wall clock (skewed by minutes, or stuck), every message may be delayed or lost, requests
-//! time out, candidates crash and restart, and all of them step through the very functions
-//! the elector uses: `Observation`, `decide`, `create_body`, `claim` and `Tenure`.
+//! time out, candidates crash and restart, and all of them step through the very code the
+//! election loop runs: `Observation`, `decide`, the decision-to-write mapping
+//! `Ballot::act_on` (with `create_body` and `claim` behind it) and `Tenure`.
 //!
 //! A candidate counts as leader from the answer to its winning write until `renew_deadline`
 //! after the start of its last successful renewal; the check is that no two such intervals
@@ -20,7 +21,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::record::{self, Claim, Decision, LeaseRecord, Observation, Tenure};
+use super::decision::{self, Ballot, Decision, Move, Observation, Tenure};
+use super::record::LeaseRecord;
 
 const TICK: u64 = 10;
 const LEASE_DURATION: u64 = 15_000;
@@ -28,7 +30,7 @@ const RENEW_DEADLINE: u64 = 10_000;
 const RETRY_PERIOD: u64 = 2_000;
 const REQUEST_TIMEOUT: u64 = 5_000;
 
-/// Decides like `record::decide`, given also the candidate's wall clock.
+/// Decides like `decision::decide`, given also the candidate's wall clock.
 type Decider = fn(&Observation, &str, Duration, Instant, Timestamp, bool) -> Decision;
 
 fn real_decider(
@@ -39,7 +41,7 @@ fn real_decider(
     _wall: Timestamp,
     leading: bool,
 ) -> Decision {
-    record::decide(observation, identity, fallback, now, leading)
+    decision::decide(observation, identity, fallback, now, leading)
 }
 
 /// The bug the design forbids: judging expiry by the holder's `renewTime` against the local
@@ -68,7 +70,7 @@ fn naive_wall_clock_decider(
                 },
             }
         }
-        _ => record::decide(observation, identity, fallback, now, leading),
+        _ => decision::decide(observation, identity, fallback, now, leading),
     }
 }
 
@@ -130,6 +132,7 @@ struct InFlight {
 #[derive(Debug)]
 struct Candidate {
     id: String,
+    ballot: Ballot,
     setup: CandidateSetup,
     alive: bool,
     observation: Observation,
@@ -203,6 +206,13 @@ impl World {
             .enumerate()
             .map(|(index, setup)| Candidate {
                 id: format!("candidate-{index}"),
+                ballot: Ballot {
+                    identity: format!("candidate-{index}"),
+                    lease_name: "lease".into(),
+                    lease_namespace: "ns".into(),
+                    lease_duration: Duration::from_millis(LEASE_DURATION),
+                    lease_duration_seconds: (LEASE_DURATION / 1000) as i32,
+                },
                 setup: setup.clone(),
                 alive: true,
                 observation: Observation::default(),
@@ -396,7 +406,8 @@ impl World {
         }
     }
 
-    /// Writes what `decide` asks for; `attempt_start` is when the attempt began.
+    /// Writes what the decider asks for, through the elector's own decision-to-write mapping;
+    /// `attempt_start` is when the attempt began.
     fn write(&mut self, index: usize, t: u64, attempt_start: u64) {
         let now = self.instant(t);
         let wall = MicroTime(self.wall(index, t));
@@ -406,31 +417,24 @@ impl World {
         let decision = decider(
             &candidate.observation,
             &candidate.id,
-            Duration::from_millis(LEASE_DURATION),
+            candidate.ballot.lease_duration,
             now,
             wall.0,
             leading,
         );
-        let claim = Claim {
-            identity: &candidate.id,
-            lease_duration_seconds: (LEASE_DURATION / 1000) as i32,
-            now: wall.clone(),
-        };
-        let op = match (&decision, candidate.observation.record()) {
-            (Decision::Standby { expires_in, .. }, _) if !leading => {
+        let op = match candidate
+            .ballot
+            .act_on(decision, &candidate.observation, wall, leading)
+        {
+            Move::Wait { expires_in, .. } => {
                 // The watch (or a timer) brings us back when it expires.
                 let at = t + (expires_in.as_millis() as u64).div_ceil(TICK) * TICK;
                 candidate.next_action = candidate.next_action.min(at.max(t + TICK));
                 return;
             }
-            (Decision::Renew, Some(current)) => Op::Replace(record::claim(current, claim)),
-            (Decision::Acquire { .. }, Some(current)) if !leading => {
-                Op::Replace(record::claim(current, claim))
-            }
-            (Decision::Create, _) if !leading => {
-                Op::Create(record::create_body("lease", "ns", claim))
-            }
-            _ => {
+            Move::Replace(body) => Op::Replace(body),
+            Move::Create(body) => Op::Create(body),
+            Move::StepDown(_) => {
                 // Leading, but the Lease is no longer ours: step down at once.
                 candidate.tenure = None;
                 candidate.fresh = false;

@@ -29,7 +29,7 @@ pub use crate::runtime::Namespaces;
 use crate::{
     Error,
     controller::Controller,
-    leader::{Elector, LeaderElection},
+    leader::{Defaults, Election, Elector, LeaderElection},
     observe::{Health, Metrics, server::Server},
     runtime::{Registered, Registration, RunContext},
 };
@@ -47,7 +47,7 @@ pub struct Operator {
     registrations: Arc<[Box<dyn Registration>]>,
     namespaces: Namespaces,
     client: Option<Client>,
-    leader: Option<LeaderElection>,
+    leader: Option<Election>,
     shutdown_timeout: Duration,
     http_addr: Option<SocketAddr>,
     metrics: Metrics,
@@ -139,10 +139,9 @@ impl Operator {
             tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
             background.spawn(server.serve(server_stop.clone()));
         }
-        let elector = match self.leader {
-            Some(config) => Some(Elector::new(config, client.clone(), &self.name)?),
-            None => None,
-        };
+        let elector = self
+            .leader
+            .map(|election| Elector::new(election, client.clone()));
         let identity = elector
             .as_ref()
             .map(|elector| elector.identity().to_owned())
@@ -361,7 +360,11 @@ impl OperatorBuilder {
                         from_env.push(format!("BONNY_RETRY_PERIOD={period:?}"));
                     }
                 }
-                config.validate().map_err(|err| {
+                let defaults = Defaults::new(name.clone())
+                    .pod_name(settings.pod_name.clone())
+                    .pod_namespace(settings.pod_namespace.clone())
+                    .hostname(settings.hostname.clone());
+                let election = config.validate(&defaults).map_err(|err| {
                     if from_env.is_empty() {
                         Error::LeaderConfig(err)
                     } else {
@@ -371,7 +374,7 @@ impl OperatorBuilder {
                         }
                     }
                 })?;
-                Some(config)
+                Some(election)
             }
             None => None,
         };

@@ -4,7 +4,8 @@
 //! |---|---|---|
 //! | `BONNY_OPERATOR_NAME` | operator name (Lease and manifest names) | the builder's `.name(..)`, else the binary name |
 //! | `BONNY_POD_NAMESPACE` | namespace the operator runs in (Lease namespace) | `default` |
-//! | `BONNY_POD_NAME` | this replica's identity in the Lease | hostname + random suffix |
+//! | `BONNY_POD_NAME` (else `POD_NAME`) | this replica's identity in the Lease | hostname + random suffix |
+//! | `HOSTNAME` (else `/etc/hostname`) | the hostname in that default identity | `bonny` |
 //! | `BONNY_WATCH_NAMESPACES` | comma-separated namespaces to watch | all namespaces |
 //! | `BONNY_HTTP_ADDR` | bind address of `/metrics`, `/healthz`, `/readyz`; `off` disables | `0.0.0.0:8080` |
 //! | `BONNY_SHUTDOWN_TIMEOUT` | grace for in-flight reconciles on stop (`30s`, `500ms`, `2m`) | `30s` |
@@ -25,8 +26,10 @@ pub struct Settings {
     pub operator_name: Option<String>,
     /// `BONNY_POD_NAMESPACE`.
     pub pod_namespace: Option<String>,
-    /// `BONNY_POD_NAME`.
+    /// `BONNY_POD_NAME`, else `POD_NAME`.
     pub pod_name: Option<String>,
+    /// `HOSTNAME`; [`from_env`](Self::from_env) falls back to `/etc/hostname`.
+    pub hostname: Option<String>,
     /// `BONNY_WATCH_NAMESPACES`, split on commas.
     pub watch_namespaces: Option<Vec<String>>,
     /// `BONNY_HTTP_ADDR`: `Some(None)` when set to `off`.
@@ -47,7 +50,15 @@ impl Settings {
     /// # Errors
     /// [`Error::InvalidEnv`] naming the variable, its value and what it should look like.
     pub fn from_env() -> Result<Self, Error> {
-        Self::from_lookup(|var| std::env::var(var).ok().filter(|value| !value.is_empty()))
+        let mut settings =
+            Self::from_lookup(|var| std::env::var(var).ok().filter(|value| !value.is_empty()))?;
+        if settings.hostname.is_none() {
+            settings.hostname = std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned())
+                .filter(|name| !name.is_empty());
+        }
+        Ok(settings)
     }
 
     /// Read the settings through `lookup` (for tests and embedding).
@@ -69,13 +80,14 @@ impl Settings {
             Some(value) => parse_duration(&value).map(Some).ok_or(Error::InvalidEnv {
                 var,
                 value,
-                expected: "a duration like 30s, 500ms or 2m",
+                expected: "a duration longer than zero like 30s, 500ms or 2m",
             }),
         };
         Ok(Self {
             operator_name: lookup("BONNY_OPERATOR_NAME"),
             pod_namespace: lookup("BONNY_POD_NAMESPACE"),
-            pod_name: lookup("BONNY_POD_NAME"),
+            pod_name: lookup("BONNY_POD_NAME").or_else(|| lookup("POD_NAME")),
+            hostname: lookup("HOSTNAME"),
             watch_namespaces: lookup("BONNY_WATCH_NAMESPACES").map(|list| {
                 list.split(',')
                     .map(str::trim)
@@ -92,7 +104,8 @@ impl Settings {
     }
 }
 
-/// Parses `250ms`, `30s`, `5m`, `1h`.
+/// Parses `250ms`, `30s`, `5m`, `1h`: the grammar of [`bonny_rules::duration`], the same the
+/// `#[bonny::controller]` attribute accepts (zero and surrounding space are rejected).
 ///
 /// ```
 /// # use std::time::Duration;
@@ -100,20 +113,10 @@ impl Settings {
 /// assert_eq!(parse_duration("1500ms"), Some(Duration::from_millis(1500)));
 /// assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
 /// assert_eq!(parse_duration("ten seconds"), None);
+/// assert_eq!(parse_duration("0s"), None);
 /// ```
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let millis = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    number.checked_mul(millis).map(Duration::from_millis)
+    bonny_rules::duration::parse(text).ok()
 }
 
 #[cfg(test)]
@@ -134,6 +137,7 @@ mod tests {
             ("BONNY_OPERATOR_NAME", "widgets"),
             ("BONNY_POD_NAMESPACE", "ops"),
             ("BONNY_POD_NAME", "widgets-0"),
+            ("HOSTNAME", "node-1"),
             ("BONNY_WATCH_NAMESPACES", "a, b,,c"),
             ("BONNY_HTTP_ADDR", "127.0.0.1:9000"),
             ("BONNY_SHUTDOWN_TIMEOUT", "5s"),
@@ -145,6 +149,9 @@ mod tests {
         assert_eq!(settings.operator_name.as_deref(), Some("widgets"));
         assert_eq!(settings.pod_namespace.as_deref(), Some("ops"));
         assert_eq!(settings.pod_name.as_deref(), Some("widgets-0"));
+        assert_eq!(settings.hostname.as_deref(), Some("node-1"));
+        let fallback = Settings::from_lookup(env(&[("POD_NAME", "widgets-1")])).expect("valid");
+        assert_eq!(fallback.pod_name.as_deref(), Some("widgets-1"));
         assert_eq!(
             settings.watch_namespaces,
             Some(vec!["a".into(), "b".into(), "c".into()])
@@ -189,5 +196,7 @@ mod tests {
         assert_eq!(parse_duration("3d"), None);
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration("18446744073709551615h"), None);
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration(" 30s"), None);
     }
 }

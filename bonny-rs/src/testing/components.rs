@@ -81,6 +81,9 @@ pub(crate) fn lost_port_race(log: &Path) -> bool {
 
 pub(crate) struct Etcd {
     process: Process,
+    binary: PathBuf,
+    args: Vec<OsString>,
+    addr: SocketAddr,
     pub(crate) url: String,
 }
 
@@ -109,12 +112,59 @@ impl Etcd {
             let mut process = Process::spawn("etcd", binary, &args, dir.join("etcd.log"))?;
             let addr = SocketAddr::from(([127, 0, 0, 1], client_port));
             match wait_ready(&mut process, "healthy", timeout, || etcd_healthy(addr)).await {
-                Ok(()) => return Ok(Etcd { process, url }),
+                Ok(()) => {
+                    return Ok(Etcd {
+                        process,
+                        binary: binary.to_owned(),
+                        args,
+                        addr,
+                        url,
+                    });
+                }
                 Err(_) if attempt < ATTEMPTS && lost_port_race(process.log()) => {
                     tracing::debug!(attempt, "etcd lost a port race; retrying on new ports");
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Kills etcd and starts it again with the same flags: same ports, same data directory.
+    pub(crate) async fn restart(&mut self, timeout: Duration) -> Result<(), Error> {
+        let log = self.process.log().to_owned();
+        self.process.stop();
+        self.process = Process::spawn("etcd", &self.binary, &self.args, log)?;
+        let addr = self.addr;
+        wait_ready(&mut self.process, "healthy again", timeout, || {
+            etcd_healthy(addr)
+        })
+        .await
+    }
+
+    /// The store's current revision, through etcd's JSON gateway (`/v3/kv/range`).
+    pub(crate) async fn revision(&self) -> Result<i64, Error> {
+        // Any key will do: the response header carries the store's revision.
+        let answer = etcd_post(self.addr, "/v3/kv/range", r#"{"key":"AA=="}"#)
+            .await
+            .map_err(|reason| etcd_error("read the current revision", reason))?;
+        answer
+            .pointer("/header/revision")
+            .and_then(json_int)
+            .ok_or_else(|| etcd_error("read the current revision", answer.to_string()))
+    }
+
+    /// Compacts the store at `revision` (physically, so the old revisions are gone when this
+    /// returns), through etcd's JSON gateway (`/v3/kv/compaction`).
+    pub(crate) async fn compact(&self, revision: i64) -> Result<(), Error> {
+        let action = || format!("compact at revision {revision}");
+        let body = serde_json::json!({"revision": revision.to_string(), "physical": true});
+        let answer = etcd_post(self.addr, "/v3/kv/compaction", &body.to_string())
+            .await
+            .map_err(|reason| etcd_error(action(), reason))?;
+        if answer.get("header").is_some() {
+            Ok(())
+        } else {
+            Err(etcd_error(action(), answer.to_string()))
         }
     }
 
@@ -125,6 +175,48 @@ impl Etcd {
     pub(crate) fn stop(&mut self) {
         self.process.stop();
     }
+}
+
+fn etcd_error(action: impl Into<String>, reason: String) -> Error {
+    Error::Etcd {
+        action: action.into(),
+        reason,
+    }
+}
+
+/// The gateway writes 64-bit integers as JSON strings.
+fn json_int(value: &serde_json::Value) -> Option<i64> {
+    value
+        .as_i64()
+        .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// `POST path` with a JSON body over plain HTTP/1.0; the answer's JSON body.
+async fn etcd_post(addr: SocketAddr, path: &str, body: &str) -> Result<serde_json::Value, String> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!(
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(PROBE_TIMEOUT * 5, exchange)
+        .await
+        .map_err(|_| format!("no answer from {addr}{path} in {:?}", PROBE_TIMEOUT * 5))?
+        .map_err(|e| format!("{addr}{path}: {e}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{addr}{path} answered without a body: {text}"))?;
+    serde_json::from_str(body).map_err(|e| {
+        let status = head.lines().next().unwrap_or_default();
+        format!("{addr}{path} answered {status}: {body} ({e})")
+    })
 }
 
 /// `GET /health` over plain HTTP/1.0: etcd answers `{"health":"true",...}` once it serves.
@@ -151,6 +243,8 @@ pub(crate) struct ApiServerFiles {
     pub(crate) service_account_key: PathBuf,
     pub(crate) service_account_pub: PathBuf,
     pub(crate) tokens: PathBuf,
+    pub(crate) audit_policy: PathBuf,
+    pub(crate) audit_log: PathBuf,
 }
 
 pub(crate) struct ApiServer {
@@ -167,8 +261,9 @@ impl ApiServer {
         port: u16,
         etcd_url: &str,
         files: &ApiServerFiles,
+        watch_cache: bool,
     ) -> Vec<OsString> {
-        vec![
+        let mut args = vec![
             arg(format!("--etcd-servers={etcd_url}")),
             arg("--bind-address=127.0.0.1"),
             // Without it the server looks for a default route, which sandboxes lack.
@@ -194,7 +289,19 @@ impl ApiServer {
             // reach them anyway.
             arg("--endpoint-reconciler-type=none"),
             arg("--profiling=false"),
-        ]
+            arg_path("--audit-policy-file=", &files.audit_policy),
+            arg_path("--audit-log-path=", &files.audit_log),
+            arg("--audit-log-format=json"),
+            // Written before the response is sent, so a test that saw the answer finds the
+            // record (give or take the file write).
+            arg("--audit-log-mode=blocking"),
+            // One file for the whole run: tests read only this one.
+            arg("--audit-log-maxsize=100000"),
+        ];
+        if !watch_cache {
+            args.push(arg("--watch-cache=false"));
+        }
+        args
     }
 
     /// Starts the server and waits for `/readyz` through `client`. `args` must carry `port`.

@@ -106,6 +106,38 @@ pub enum Error {
         reason: String,
     },
 
+    /// A line of the API server's audit log is not an audit event.
+    #[error("line {line} of the audit log {} does not parse: {reason}", path.display())]
+    AuditLog {
+        /// The audit log file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// etcd refused or failed a request of the harness (compaction, revision read).
+    #[error("etcd could not {action}: {reason}")]
+    Etcd {
+        /// What was asked.
+        action: String,
+        /// etcd's answer, or the transport error.
+        reason: String,
+    },
+
+    /// A pod identity could not be set up: a name that is not a DNS label, or a token the
+    /// API server did not issue.
+    #[error("pod identity {namespace}/{pod}: {reason}")]
+    PodIdentity {
+        /// The pod's namespace.
+        namespace: String,
+        /// The pod's name.
+        pod: String,
+        /// What went wrong, and the fix.
+        reason: String,
+    },
+
     /// The API server refused a CustomResourceDefinition's names.
     #[error("CustomResourceDefinition {name} was not accepted: {reason}")]
     CrdRejected {

@@ -38,11 +38,23 @@ pub(crate) fn write(
     user: &str,
     token: &str,
 ) -> Result<(), Error> {
-    std::fs::write(path, render(server, ca_pem, user, token))
+    write_namespaced(path, server, ca_pem, user, token, "default")
+}
+
+/// As [`write`], with `namespace` as the context's default namespace.
+pub(crate) fn write_namespaced(
+    path: &Path,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    token: &str,
+    namespace: &str,
+) -> Result<(), Error> {
+    std::fs::write(path, render(server, ca_pem, user, token, namespace))
         .map_err(|e| Error::io(format!("write the kubeconfig {}", path.display()), e))
 }
 
-fn render(server: &str, ca_pem: &str, user: &str, token: &str) -> String {
+fn render(server: &str, ca_pem: &str, user: &str, token: &str, namespace: &str) -> String {
     // JSON strings are YAML scalars, and quoting every value keeps the document valid
     // whatever the user name holds.
     let q = |s: &str| serde_json::Value::from(s).to_string();
@@ -64,12 +76,13 @@ fn render(server: &str, ca_pem: &str, user: &str, token: &str) -> String {
            context:\n    \
              cluster: bonny-testing\n    \
              user: {user}\n    \
-             namespace: default\n\
+             namespace: {namespace}\n\
          current-context: bonny-testing\n",
         server = q(server),
         ca_data = q(&ca_data),
         user = q(user),
         token = q(token),
+        namespace = q(namespace),
     )
 }
 
@@ -92,11 +105,13 @@ mod tests {
 
     #[test]
     fn rendered_kubeconfig_parses() {
-        let text = render("https://127.0.0.1:6443", "PEM", "al\"ice", "abc");
+        let text = render("https://127.0.0.1:6443", "PEM", "al\"ice", "abc", "ops");
         let parsed = Kubeconfig::from_yaml(&text).expect("valid kubeconfig");
         assert_eq!(parsed.current_context.as_deref(), Some("bonny-testing"));
         let cluster = parsed.clusters[0].cluster.as_ref().expect("cluster");
         assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:6443"));
         assert_eq!(parsed.auth_infos[0].name, "al\"ice");
+        let context = parsed.contexts[0].context.as_ref().expect("context");
+        assert_eq!(context.namespace.as_deref(), Some("ops"));
     }
 }

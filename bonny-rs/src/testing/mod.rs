@@ -19,12 +19,14 @@
 //! one per test binary where tests can be isolated by namespace; give tests that restart or
 //! partition the API server their own.
 
+mod audit;
 mod binaries;
 mod certs;
 mod components;
 mod error;
 mod kubeconfig;
 mod metrics;
+mod pods;
 mod process;
 mod proxy;
 mod wait;
@@ -42,7 +44,10 @@ use certs::Pki;
 use components::{ApiServer, ApiServerFiles, ControllerManager, Etcd};
 use kubeconfig::Credentials;
 
+pub use audit::{AuditRecord, AuditUser, POD_NAME_EXTRA};
 pub use error::{BoxError, Error};
+pub use metrics::{RequestCounts, RequestSample};
+pub use pods::PodIdentity;
 pub use proxy::Proxy;
 pub use wait::eventually;
 
@@ -86,6 +91,7 @@ pub struct TestEnv {
     users: BTreeMap<String, Credentials>,
     ca_pem: String,
     server_url: String,
+    audit_log: PathBuf,
     timeout: Duration,
     // Declared last: removed only after the processes that use it are gone.
     dir: tempfile::TempDir,
@@ -108,6 +114,7 @@ pub struct TestEnvBuilder {
     controller_manager: bool,
     users: Vec<String>,
     timeout: Duration,
+    watch_cache: bool,
 }
 
 impl Default for TestEnvBuilder {
@@ -116,6 +123,7 @@ impl Default for TestEnvBuilder {
             controller_manager: false,
             users: Vec::new(),
             timeout: Duration::from_secs(90),
+            watch_cache: true,
         }
     }
 }
@@ -144,6 +152,15 @@ impl TestEnvBuilder {
     /// establishment.
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Whether the API server serves lists and watches from its watch cache (default on, as in
+    /// a real cluster). Off, every watch goes to etcd, so [`TestEnv::compact_etcd`] makes a
+    /// re-watch from an older resource version fail with `410 Gone` at once; with the cache,
+    /// the API server answers from its own window of recent events.
+    pub fn watch_cache(mut self, on: bool) -> Self {
+        self.watch_cache = on;
         self
     }
 
@@ -183,6 +200,8 @@ impl TestEnvBuilder {
             service_account_key: write_file(path, "sa.key", &pki.service_account_key_pem)?,
             service_account_pub: write_file(path, "sa.pub", &pki.service_account_pub_pem)?,
             tokens: path.join("tokens.csv"),
+            audit_policy: write_file(path, "audit-policy.yaml", audit::POLICY)?,
+            audit_log: path.join("audit.log"),
         };
         let admin = Credentials::new(ADMIN, path);
         let users: BTreeMap<String, Credentials> = self
@@ -210,7 +229,7 @@ impl TestEnvBuilder {
                 )?;
             }
             let client = kubeconfig::client(&admin.kubeconfig).await?;
-            let args = ApiServer::args(path, port, &etcd.url, &files);
+            let args = ApiServer::args(path, port, &etcd.url, &files, self.watch_cache);
             let log = path.join("kube-apiserver.log");
             match ApiServer::start(
                 &apiserver_bin,
@@ -252,6 +271,7 @@ impl TestEnvBuilder {
             users,
             ca_pem: pki.ca_cert_pem,
             server_url,
+            audit_log: files.audit_log,
             timeout: self.timeout,
             dir,
         })
@@ -317,6 +337,98 @@ impl TestEnv {
     /// The kubeconfig file of a user declared with [`TestEnvBuilder::user`].
     pub fn user_kubeconfig_path(&self, user: &str) -> Option<&Path> {
         self.users.get(user).map(|c| c.kubeconfig.as_path())
+    }
+
+    /// A pod identity in `namespace` (which must exist): ServiceAccount `service_account` and
+    /// Pod `pod` are created unless they exist, and a token bound to the Pod is requested
+    /// through the TokenRequest API. Requests with it carry the pod's name in the user's
+    /// extra ([`POD_NAME_EXTRA`]), as from a real pod; no kubelet runs the Pod. RBAC grants
+    /// the service account nothing until a binding does.
+    ///
+    /// # Errors
+    /// [`Error::Kube`] if the API server refuses an object or the token request (bad names
+    /// are named there), [`Error::PodIdentity`] if an existing Pod of that name runs as
+    /// another service account, [`Error::Io`] if the kubeconfig cannot be written.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn example(env: &bonny::testing::TestEnv) -> Result<(), Box<dyn std::error::Error>> {
+    /// env.create_namespace("ops").await?;
+    /// let replica = env.pod_identity("ops", "widget-operator", "widget-operator-0").await?;
+    /// // A child process: `KUBECONFIG=<replica.kubeconfig_path()>`, `BONNY_POD_NAME=widget-operator-0`.
+    /// let client = replica.client().await?;
+    /// # let _ = client;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn pod_identity(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        pod: &str,
+    ) -> Result<PodIdentity, Error> {
+        PodIdentity::create(
+            &self.client,
+            &self.server_url,
+            &self.ca_pem,
+            self.dir.path(),
+            namespace,
+            service_account,
+            pod,
+        )
+        .await
+    }
+
+    /// The API server's audit log: every request at `Metadata` level (user with groups and
+    /// extra, verb, object, response code, timestamps), one record per completed request,
+    /// in the order the API server wrote them. The record of a request is written before its
+    /// response is sent, but the file write may trail by a moment: poll with [`eventually`]
+    /// rather than reading once.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be read, [`Error::AuditLog`] for a line that does not
+    /// parse.
+    pub fn audit_log(&self) -> Result<Vec<AuditRecord>, Error> {
+        audit::read(&self.audit_log)
+    }
+
+    /// The audit log file (JSON lines, `audit.k8s.io/v1` events).
+    pub fn audit_log_path(&self) -> &Path {
+        &self.audit_log
+    }
+
+    /// etcd's current revision: the `resourceVersion` of the newest write to any object.
+    ///
+    /// # Errors
+    /// [`Error::Etcd`] if etcd does not answer.
+    pub async fn etcd_revision(&self) -> Result<i64, Error> {
+        self.etcd.revision().await
+    }
+
+    /// Compacts etcd at its current revision and returns that revision. Every older
+    /// revision is gone: a watch from an older `resourceVersion` that reaches etcd fails
+    /// with `410 Gone` (the client must re-list), as after a long partition in a real
+    /// cluster. Watches served from the API server's watch cache are affected only once
+    /// their resource version falls out of the cache (see [`TestEnvBuilder::watch_cache`]).
+    ///
+    /// # Errors
+    /// [`Error::Etcd`] if etcd refuses or does not answer.
+    pub async fn compact_etcd(&self) -> Result<i64, Error> {
+        let revision = self.etcd.revision().await?;
+        self.etcd.compact(revision).await?;
+        tracing::info!(revision, "etcd compacted");
+        Ok(revision)
+    }
+
+    /// Kills etcd and starts it again on the same ports with the same data, then waits for
+    /// its `/health`. The API server stays up and reconnects on its own (requests fail
+    /// meanwhile); every object and revision survives.
+    ///
+    /// # Errors
+    /// [`Error::Startup`] if etcd does not come back in time.
+    pub async fn restart_etcd(&mut self) -> Result<(), Error> {
+        tracing::info!(url = %self.etcd.url, "restarting etcd");
+        self.etcd.restart(self.timeout).await
     }
 
     /// Creates namespace `name`, so that a test can keep its objects apart from others'.
@@ -446,8 +558,15 @@ impl TestEnv {
     /// # Errors
     /// As [`TestEnv::apiserver_metrics`].
     pub async fn request_count(&self, verb: &str, resource: &str) -> Result<u64, Error> {
-        let text = self.apiserver_metrics().await?;
-        Ok(metrics::request_count(&text, verb, resource))
+        Ok(self.request_counts().await?.count(verb, resource))
+    }
+
+    /// Every sample of the API server's `apiserver_request_total`, read now.
+    ///
+    /// # Errors
+    /// As [`TestEnv::apiserver_metrics`].
+    pub async fn request_counts(&self) -> Result<RequestCounts, Error> {
+        Ok(RequestCounts::parse(&self.apiserver_metrics().await?))
     }
 
     /// Process ids of the running etcd, kube-apiserver and kube-controller-manager.
