@@ -300,6 +300,7 @@ mod tests {
         applies: AtomicUsize,
         cleanups: AtomicUsize,
         fail: bool,
+        status_on_cleanup: bool,
     }
 
     impl Controller for ThingController {
@@ -333,8 +334,14 @@ mod tests {
             Ok(Action::await_change())
         }
 
-        async fn cleanup(&self, _axn: &mut Axn<Thing>) -> Result<Action, ReconcileError> {
+        async fn cleanup(&self, axn: &mut Axn<Thing>) -> Result<Action, ReconcileError> {
             self.cleanups.fetch_add(1, Ordering::SeqCst);
+            if self.status_on_cleanup {
+                axn.set_status(ThingStatus {
+                    size: Some(0),
+                    observed_generation: None,
+                })?;
+            }
             Ok(Action::await_change())
         }
     }
@@ -383,22 +390,22 @@ mod tests {
                     body: body.clone(),
                 };
                 log.lock().unwrap().push(seen);
-                let (status, answer) = match parts.method.as_str() {
-                    "GET" => match objects.get(&path) {
+                let not_found = || {
+                    (
+                        StatusCode::NOT_FOUND,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "reason": "NotFound", "code": 404, "message": "not found"}),
+                    )
+                };
+                let known = objects.get(path.trim_end_matches("/status"));
+                let (status, answer) = match (parts.method.as_str(), known) {
+                    // `null` stands for an object that is gone.
+                    (_, Some(Value::Null)) => not_found(),
+                    ("GET", _) => match objects.get(&path) {
                         Some(object) => (StatusCode::OK, object.clone()),
-                        None => (
-                            StatusCode::NOT_FOUND,
-                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                   "reason": "NotFound", "code": 404, "message": "not found"}),
-                        ),
+                        None => not_found(),
                     },
-                    _ => (
-                        StatusCode::OK,
-                        objects
-                            .get(path.trim_end_matches("/status"))
-                            .cloned()
-                            .unwrap_or(body),
-                    ),
+                    (_, known) => (StatusCode::OK, known.cloned().unwrap_or(body)),
                 };
                 Ok::<_, std::convert::Infallible>(
                     Response::builder()
@@ -467,6 +474,17 @@ mod tests {
         cache: OwnedCaches,
     ) -> Outcome {
         objects.push((THING, serde_json::to_value(&object).unwrap()));
+        run_against(controller, config, object, objects, cache).await
+    }
+
+    /// The pipeline on `object`, against an API server holding `objects` (by path).
+    async fn run_against(
+        controller: ThingController,
+        config: Config<Thing>,
+        object: Thing,
+        objects: Vec<(&str, Value)>,
+        cache: OwnedCaches,
+    ) -> Outcome {
         let (client, seen) = mock_client(objects);
         let controller = Arc::new(controller);
         let pipeline = Pipeline {
@@ -624,6 +642,32 @@ mod tests {
         assert!(result.is_ok());
         assert_eq!(controller.cleanups.load(Ordering::SeqCst), 0);
         assert!(seen.is_empty(), "{seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn an_object_that_vanished_is_cleaned_up_though_nothing_is_left_to_write() {
+        let controller = ThingController {
+            status_on_cleanup: true,
+            ..ThingController::default()
+        };
+        let config = controller.config();
+        // Kept as being deleted after a DELETED event that still showed our finalizer.
+        let object = thing(&["test.bonny.dev/cleanup"], true, Some(3));
+        let (result, seen, controller) = run_against(
+            controller,
+            config,
+            object,
+            vec![(THING, Value::Null)],
+            OwnedCaches::default(),
+        )
+        .await;
+        assert_eq!(result.unwrap(), Action::await_change());
+        assert_eq!(controller.cleanups.load(Ordering::SeqCst), 1);
+        // The status write and the finalizer's removal both found it gone: that is done.
+        let writes = writes(&seen);
+        assert_eq!(writes.len(), 2, "{writes:#?}");
+        assert_eq!(writes[0].path, format!("{THING}/status"));
+        assert_eq!(writes[1].path, THING);
     }
 
     struct Halt;
