@@ -40,27 +40,39 @@ impl fmt::Display for DecodeError {
 /// Longest decoder message kept: a message quoting a huge value must not flood logs or events.
 const MAX_MESSAGE: usize = 300;
 
-/// Decodes `object` (of kind `resource`) into `K`, naming the field that does not fit.
+/// Decodes `object` (of kind `resource`) into `K`, naming the field that does not fit. The
+/// object's content is moved, not copied.
 pub(crate) fn decode<K: Object>(
-    object: &DynamicObject,
+    object: DynamicObject,
     resource: &ApiResource,
 ) -> Result<K, DecodeError> {
+    let object_ref = reference(&object, resource);
     let fail = |path: String, message: String| DecodeError {
-        object: Box::new(reference(object, resource)),
+        object: Box::new(object_ref.clone()),
         path,
         message: shorten(message),
     };
-    let mut value =
-        serde_json::to_value(object).map_err(|err| fail(".".into(), err.to_string()))?;
+    let DynamicObject { metadata, data, .. } = object;
+    let metadata =
+        serde_json::to_value(metadata).map_err(|err| fail(".".into(), err.to_string()))?;
+    let mut value = match data {
+        Value::Object(map) => map,
+        Value::Null => serde_json::Map::new(),
+        other => {
+            return Err(fail(
+                ".".into(),
+                format!("expected an object, found {other}"),
+            ));
+        }
+    };
+    value.insert("metadata".into(), metadata);
     // Listed items may come without their type; the author's type may require it.
-    if let Some(map) = value.as_object_mut() {
-        map.insert(
-            "apiVersion".into(),
-            Value::String(resource.api_version.clone()),
-        );
-        map.insert("kind".into(), Value::String(resource.kind.clone()));
-    }
-    serde_path_to_error::deserialize(value).map_err(|err| {
+    value.insert(
+        "apiVersion".into(),
+        Value::String(resource.api_version.clone()),
+    );
+    value.insert("kind".into(), Value::String(resource.kind.clone()));
+    serde_path_to_error::deserialize(Value::Object(value)).map_err(|err| {
         let path = err.path().to_string();
         fail(path, err.into_inner().to_string())
     })
@@ -109,7 +121,7 @@ mod tests {
         let resource = ApiResource::erase::<ConfigMap>(&());
         let object =
             dynamic(json!({"metadata": {"name": "a", "namespace": "n"}, "data": {"k": "v"}}));
-        let decoded: ConfigMap = decode(&object, &resource).unwrap();
+        let decoded: ConfigMap = decode(object, &resource).unwrap();
         assert_eq!(decoded.data.unwrap()["k"], "v");
     }
 
@@ -120,7 +132,7 @@ mod tests {
             "metadata": {"name": "a", "namespace": "n", "resourceVersion": "5"},
             "data": {"k": 3},
         }));
-        let err = decode::<ConfigMap>(&object, &resource).unwrap_err();
+        let err = decode::<ConfigMap>(object, &resource).unwrap_err();
         assert_eq!(err.path, "data.k");
         assert_eq!(err.object.name.as_deref(), Some("a"));
         assert_eq!(err.object.resource_version.as_deref(), Some("5"));

@@ -185,7 +185,7 @@ impl<K: Object> Intake<K> {
                 if let Some(relist) = &mut self.relist {
                     relist.seen.insert(reference);
                 }
-                self.decode(&object)
+                self.decode(object)
                     .map(|object| Ok(Event::InitApply(object)))
                     .into_iter()
                     .collect()
@@ -202,23 +202,28 @@ impl<K: Object> Intake<K> {
                 }
                 out
             }
-            Event::Apply(object) => match self.decode(&object) {
-                Some(object) => vec![Ok(Event::Apply(object))],
-                // What the cache holds of it is outdated: nobody should act on it.
-                None => self
-                    .cached(&object)
-                    .map(|stale| Ok(Event::Delete((*stale).clone())))
-                    .into_iter()
-                    .collect(),
-            },
+            Event::Apply(object) => {
+                let reference = self.reference(&object);
+                match self.decode(object) {
+                    Some(object) => vec![Ok(Event::Apply(object))],
+                    // What the cache holds of it is outdated: nobody should act on it.
+                    None => self
+                        .cache
+                        .get(&reference)
+                        .map(|stale| Ok(Event::Delete((*stale).clone())))
+                        .into_iter()
+                        .collect(),
+                }
+            }
             Event::Delete(raw) => {
                 let released = self.vanished.released(raw.uid().as_deref());
                 let ours = self.carries_ours(raw.finalizers()) && !released;
-                let last = match decode::<K>(&raw, &self.resource) {
+                let reference = self.reference(&raw);
+                self.reported.remove(&reference);
+                let last = match decode::<K>(raw, &self.resource) {
                     Ok(object) => Some(object),
-                    Err(_) => self.cached(&raw).map(|cached| (*cached).clone()),
+                    Err(_) => self.cache.get(&reference).map(|cached| (*cached).clone()),
                 };
-                self.reported.remove(&self.reference(&raw));
                 match last {
                     Some(object) if ours => {
                         tracing::info!(object = %ObjectRef::from_obj(&object), "deleted while still carrying our finalizer; cleanup runs with its last known state");
@@ -243,20 +248,16 @@ impl<K: Object> Intake<K> {
         reference
     }
 
-    fn cached(&self, object: &DynamicObject) -> Option<Arc<K>> {
-        self.cache.get(&self.reference(object))
-    }
-
     /// `object` decoded, or `None` after reporting why not (once per resourceVersion).
-    fn decode(&mut self, object: &DynamicObject) -> Option<K> {
-        let reference = self.reference(object);
+    fn decode(&mut self, object: DynamicObject) -> Option<K> {
+        let reference = self.reference(&object);
+        let version = object.resource_version();
         match decode::<K>(object, &self.resource) {
             Ok(decoded) => {
                 self.reported.remove(&reference);
                 Some(decoded)
             }
             Err(err) => {
-                let version = object.resource_version();
                 if self.reported.get(&reference) != Some(&version) {
                     self.reported.insert(reference, version);
                     // The reporter ends only with the controller.
