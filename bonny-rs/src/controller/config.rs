@@ -53,7 +53,7 @@ impl<K: Object> Config<K> {
     }
 
     /// Put this finalizer on every object so that [`cleanup`](super::Reconcile::cleanup) runs
-    /// (exactly once, to success) before the object goes away.
+    /// (at least once, retried to success; see there) before the object goes away.
     pub fn finalizer(mut self, name: impl Into<String>) -> Self {
         self.finalizer = Some(name.into());
         self

@@ -109,8 +109,8 @@ pub trait Controller: Reconcile<Self::Resource> + Sized {
 
 /// The author's reconcile logic for resource `K`.
 ///
-/// `apply` runs while the object exists; `cleanup` runs once when it is being deleted and the
-/// controller has a finalizer. Both receive the action context ([`Axn`]): register descendants,
+/// `apply` runs while the object exists; `cleanup` runs when it is being deleted and the
+/// controller has a finalizer (see [`cleanup`](Reconcile::cleanup) for the guarantee). Both receive the action context ([`Axn`]): register descendants,
 /// set the status and queue events there, and the runtime applies them after the call returns.
 pub trait Reconcile<K>: Send + Sync + 'static {
     /// Bring the world in line with the object.
@@ -120,6 +120,21 @@ pub trait Reconcile<K>: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Action, ReconcileError>> + Send;
 
     /// Undo what `apply` did outside of owner references before the object goes away.
+    ///
+    /// Runs only for controllers with a [finalizer](Config::finalizer). The guarantee:
+    ///
+    /// - **At least once** for every object that reached `apply` (the finalizer is added
+    ///   before `apply` runs). That holds when the object is deleted while a reconcile runs,
+    ///   when its DELETED event still shows the finalizer (the API server can remove an object
+    ///   in a race with the finalizer's addition), when it vanished while the watch was away
+    ///   (missing from a re-list), and across restarts and failovers (the finalizer keeps the
+    ///   object in the API server until a `cleanup` succeeded). An object that vanished is
+    ///   cleaned up with its last known state, as the watch showed it.
+    /// - So `cleanup` **must be idempotent**: it can run again after a failure (it is retried
+    ///   with backoff until it succeeds), or when the finalizer's removal failed after it.
+    /// - **Exactly once** wherever the API server allows it: one object is never reconciled
+    ///   twice at the same time, and a successful `cleanup` is followed by the finalizer's
+    ///   removal, after which the object is not cleaned up again.
     ///
     /// The default does nothing: descendants with owner references are garbage-collected by
     /// Kubernetes.

@@ -58,6 +58,7 @@ pub struct Metrics {
     retries: Family<QueueLabels, Counter>,
     leader_status: Family<LeaseLabels, Gauge>,
     leader_transitions: Family<LeaseLabels, Counter>,
+    decode_errors: Family<ControllerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -87,6 +88,7 @@ impl Metrics {
         let retries = Family::<QueueLabels, Counter>::default();
         let leader_status = Family::<LeaseLabels, Gauge>::default();
         let leader_transitions = Family::<LeaseLabels, Counter>::default();
+        let decode_errors = Family::<ControllerLabels, Counter>::default();
         registry.register(
             "controller_runtime_reconcile",
             "Total number of reconciliations per controller",
@@ -122,6 +124,12 @@ impl Metrics {
             "Times this replica acquired the leader Lease",
             leader_transitions.clone(),
         );
+        registry.register(
+            "bonny_decode_errors",
+            "Watched objects skipped because they do not decode into the controller's type, \
+             counted once per object version",
+            decode_errors.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             reconcile_total,
@@ -131,6 +139,7 @@ impl Metrics {
             retries,
             leader_status,
             leader_transitions,
+            decode_errors,
         }
     }
 
@@ -202,6 +211,12 @@ impl Metrics {
             .inc();
     }
 
+    pub(crate) fn decode_failed(&self, controller: &str) {
+        self.decode_errors
+            .get_or_create(&controller_labels(controller))
+            .inc();
+    }
+
     pub(crate) fn set_leader(&self, lease: &str, leading: bool) {
         let labels = LeaseLabels {
             name: lease.to_owned(),
@@ -252,6 +267,18 @@ mod tests {
         );
         assert!(
             text.contains(r#"controller_runtime_active_workers{controller="widget"} 0"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn decode_errors_count_per_controller() {
+        let metrics = Metrics::new();
+        metrics.decode_failed("widget");
+        metrics.decode_failed("widget");
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"bonny_decode_errors_total{controller="widget"} 2"#),
             "{text}"
         );
     }

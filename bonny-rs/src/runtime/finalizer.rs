@@ -1,6 +1,7 @@
 //! The finalizer lifecycle, all of it: added on first sight, the switch to cleanup when an
 //! object carrying it is being deleted, its removal once cleanup succeeded, and objects being
-//! deleted without it (left alone).
+//! deleted without it (left alone). Objects that vanish while carrying it are kept for their
+//! cleanup by the watch's intake ([`Vanished`]).
 //!
 //! The patches are built by pure functions; the two that send them are the only I/O here.
 
@@ -10,6 +11,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
+use super::intake::Vanished;
 use crate::controller::{Action, Axn, Flow, Object, Phase, ReconcileError, Scope};
 
 /// What the finalizer asks of the pipeline for an object, given the controller's finalizer.
@@ -69,15 +71,20 @@ pub(crate) async fn on_sight<K: Object>(
 }
 
 /// Removes the finalizer once cleanup succeeded; an object that is already gone counts as done.
+/// `vanished` learns of it first, so that the object's DELETED event (which still shows the
+/// finalizer) is not taken for an object that vanished before its cleanup.
 pub(crate) async fn remove<K: Object>(
     client: &Client,
     finalizer: &str,
     object: &K,
+    vanished: &Vanished<K>,
 ) -> Result<(), ReconcileError> {
     let Some(patch) = remove_patch(object, finalizer)? else {
         return Ok(());
     };
-    match api::<K>(client, object)
+    let uid = object.uid().unwrap_or_default();
+    vanished.release(&uid);
+    let removed = match api::<K>(client, object)
         .patch(
             &object.name_any(),
             &PatchParams::default(),
@@ -88,7 +95,11 @@ pub(crate) async fn remove<K: Object>(
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(err) => Err(err.into()),
+    };
+    if removed.is_err() {
+        vanished.release_failed(&uid);
     }
+    removed
 }
 
 /// Adds `finalizer`, only if the object is still at the version we saw.

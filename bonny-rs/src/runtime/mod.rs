@@ -2,16 +2,19 @@
 //!
 //! `registration` is the seam the operator holds controllers by; `preflight` checks what
 //! the watches need before they start; `watches` wires one kube-runtime controller per
-//! namespace scope with the owned kinds' caches; `reconcile` runs one reconcile (events,
+//! namespace scope with the owned kinds' caches, fed through `intake` (objects decoded one by
+//! one with `decode`, vanished objects kept for cleanup); `reconcile` runs one reconcile (events,
 //! error policy, panics) through the `pipeline`, whose stages live in `finalizer`,
 //! `status` and `descendants`. `diff` and `read_your_writes` are pure; `rbac` holds
 //! the SDK's own RBAC needs, used by preflight and by the manifests.
 //!
 //! Public here: only what an operator can meet, [`Namespaces`] and [`StartupError`].
 
+mod decode;
 mod descendants;
 mod diff;
 mod finalizer;
+mod intake;
 mod namespaces;
 mod pipeline;
 mod preflight;

@@ -11,7 +11,9 @@ use futures::FutureExt;
 use kube::{Client, Resource};
 use tracing::Instrument;
 
-use super::{descendants, finalizer, reconcile::panicked, status, watches::OwnedCaches};
+use super::{
+    descendants, finalizer, intake::Vanished, reconcile::panicked, status, watches::OwnedCaches,
+};
 use crate::controller::{Action, Axn, Config, Controller, Effects, Flow, Phase, ReconcileError};
 
 /// One stage of the reconcile pipeline.
@@ -83,6 +85,7 @@ pub(crate) struct Pipeline<C: Controller> {
     pub(crate) client: Client,
     pub(crate) name: Arc<str>,
     pub(crate) cache: OwnedCaches,
+    pub(crate) vanished: Arc<Vanished<C::Resource>>,
 }
 
 impl<C: Controller> Pipeline<C> {
@@ -223,7 +226,9 @@ impl<C: Controller> Pipeline<C> {
             {
                 match self.config.finalizer_name() {
                     Some(name) => {
-                        let removed = finalizer::remove(&self.client, name, &*effects.object).await;
+                        let removed =
+                            finalizer::remove(&self.client, name, &*effects.object, &self.vanished)
+                                .await;
                         if removed.is_ok() {
                             tracing::info!("cleanup done; finalizer removed");
                         }
@@ -295,6 +300,7 @@ mod tests {
         applies: AtomicUsize,
         cleanups: AtomicUsize,
         fail: bool,
+        status_on_cleanup: bool,
     }
 
     impl Controller for ThingController {
@@ -328,8 +334,14 @@ mod tests {
             Ok(Action::await_change())
         }
 
-        async fn cleanup(&self, _axn: &mut Axn<Thing>) -> Result<Action, ReconcileError> {
+        async fn cleanup(&self, axn: &mut Axn<Thing>) -> Result<Action, ReconcileError> {
             self.cleanups.fetch_add(1, Ordering::SeqCst);
+            if self.status_on_cleanup {
+                axn.set_status(ThingStatus {
+                    size: Some(0),
+                    observed_generation: None,
+                })?;
+            }
             Ok(Action::await_change())
         }
     }
@@ -378,22 +390,22 @@ mod tests {
                     body: body.clone(),
                 };
                 log.lock().unwrap().push(seen);
-                let (status, answer) = match parts.method.as_str() {
-                    "GET" => match objects.get(&path) {
+                let not_found = || {
+                    (
+                        StatusCode::NOT_FOUND,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "reason": "NotFound", "code": 404, "message": "not found"}),
+                    )
+                };
+                let known = objects.get(path.trim_end_matches("/status"));
+                let (status, answer) = match (parts.method.as_str(), known) {
+                    // `null` stands for an object that is gone.
+                    (_, Some(Value::Null)) => not_found(),
+                    ("GET", _) => match objects.get(&path) {
                         Some(object) => (StatusCode::OK, object.clone()),
-                        None => (
-                            StatusCode::NOT_FOUND,
-                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                   "reason": "NotFound", "code": 404, "message": "not found"}),
-                        ),
+                        None => not_found(),
                     },
-                    _ => (
-                        StatusCode::OK,
-                        objects
-                            .get(path.trim_end_matches("/status"))
-                            .cloned()
-                            .unwrap_or(body),
-                    ),
+                    (_, known) => (StatusCode::OK, known.cloned().unwrap_or(body)),
                 };
                 Ok::<_, std::convert::Infallible>(
                     Response::builder()
@@ -462,6 +474,17 @@ mod tests {
         cache: OwnedCaches,
     ) -> Outcome {
         objects.push((THING, serde_json::to_value(&object).unwrap()));
+        run_against(controller, config, object, objects, cache).await
+    }
+
+    /// The pipeline on `object`, against an API server holding `objects` (by path).
+    async fn run_against(
+        controller: ThingController,
+        config: Config<Thing>,
+        object: Thing,
+        objects: Vec<(&str, Value)>,
+        cache: OwnedCaches,
+    ) -> Outcome {
         let (client, seen) = mock_client(objects);
         let controller = Arc::new(controller);
         let pipeline = Pipeline {
@@ -470,6 +493,7 @@ mod tests {
             client: client.clone(),
             name: Arc::from("thing"),
             cache,
+            vanished: Arc::new(Vanished::new(futures::channel::mpsc::unbounded().0)),
         };
         let axn = Axn::new(Arc::new(object), client, pipeline.name.clone());
         let Processed { result, .. } = pipeline.run(axn).await;
@@ -512,6 +536,7 @@ mod tests {
             &runtime,
             Arc::from("thing"),
             OwnedCaches::default(),
+            Arc::new(Vanished::new(futures::channel::mpsc::unbounded().0)),
         ));
         let object = Arc::new(object);
         let err = reconcile(object.clone(), ctx.clone())
@@ -680,6 +705,32 @@ mod tests {
         assert!(result.is_ok());
         assert_eq!(controller.cleanups.load(Ordering::SeqCst), 0);
         assert!(seen.is_empty(), "{seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn an_object_that_vanished_is_cleaned_up_though_nothing_is_left_to_write() {
+        let controller = ThingController {
+            status_on_cleanup: true,
+            ..ThingController::default()
+        };
+        let config = controller.config();
+        // Kept as being deleted after a DELETED event that still showed our finalizer.
+        let object = thing(&["test.bonny.dev/cleanup"], true, Some(3));
+        let (result, seen, controller) = run_against(
+            controller,
+            config,
+            object,
+            vec![(THING, Value::Null)],
+            OwnedCaches::default(),
+        )
+        .await;
+        assert_eq!(result.unwrap(), Action::await_change());
+        assert_eq!(controller.cleanups.load(Ordering::SeqCst), 1);
+        // The status write and the finalizer's removal both found it gone: that is done.
+        let writes = writes(&seen);
+        assert_eq!(writes.len(), 2, "{writes:#?}");
+        assert_eq!(writes[0].path, format!("{THING}/status"));
+        assert_eq!(writes[1].path, THING);
     }
 
     struct Halt;

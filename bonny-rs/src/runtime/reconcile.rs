@@ -19,6 +19,7 @@ use kube::{
 use tracing::Instrument;
 
 use super::{
+    intake::Vanished,
     pipeline::{Pipeline, Processed},
     read_your_writes::Written,
     registration::RunContext,
@@ -36,6 +37,7 @@ pub(crate) struct Context<C: Controller> {
     failures: Mutex<HashMap<ObjectRef<C::Resource>, u32>>,
     metrics: Metrics,
     written: Written<C::Resource>,
+    vanished: Arc<Vanished<C::Resource>>,
     /// The operator's binary, named where a refused permission is granted.
     binary: Arc<str>,
 }
@@ -47,6 +49,7 @@ impl<C: Controller> Context<C> {
         runtime: &RunContext,
         name: Arc<str>,
         cache: OwnedCaches,
+        vanished: Arc<Vanished<C::Resource>>,
     ) -> Self {
         Self {
             pipeline: Pipeline {
@@ -55,11 +58,13 @@ impl<C: Controller> Context<C> {
                 client: runtime.client.clone(),
                 name,
                 cache,
+                vanished: vanished.clone(),
             },
             recorder: Recorder::new(runtime.client.clone(), runtime.reporter.clone()),
             failures: Mutex::default(),
             metrics: runtime.metrics.clone(),
             written: Written::default(),
+            vanished,
             binary: runtime.binary.clone(),
         }
     }
@@ -75,89 +80,109 @@ pub(crate) async fn reconcile<C: Controller>(
     ctx: Arc<Context<C>>,
 ) -> Result<KubeAction, Failed> {
     let reference = ObjectRef::from_obj(&*object);
-    let name = ctx.pipeline.name.clone();
-    let span = tracing::info_span!("reconcile", controller = %name, object = %reference);
+    let span =
+        tracing::info_span!("reconcile", controller = %ctx.pipeline.name, object = %reference);
     async move {
-        let started = Instant::now();
-        ctx.metrics.reconcile_started(&name);
-        let seen = object;
-        let uid = seen.uid();
-        if seen.meta().deletion_timestamp.is_some()
-            && uid
-                .as_deref()
-                .is_some_and(|uid| ctx.written.is_finalized(uid))
+        // An object of this name that vanished with our finalizer, replaced in the cache by a
+        // newer one before its cleanup ran: it is cleaned up first.
+        if let Some(vanished) = ctx.vanished.get(&reference)
+            && vanished.uid() != object.uid()
         {
-            // Our cleanup of this object finished and removed the finalizer; the cache has not
-            // caught up with that yet. Running cleanup again would do it twice.
-            tracing::debug!("cleanup already done; waiting for the watch to catch up");
-            ctx.metrics
-                .reconcile_finished(&name, ReconcileResult::success, started.elapsed());
-            return Ok(KubeAction::await_change());
+            // Its action does not matter: there is no object left to requeue.
+            let _: Action = process(&ctx, &reference, vanished).await?;
         }
-        let object = ctx.written.freshest(&reference, seen.clone());
-        let axn = Axn::new(object.clone(), ctx.pipeline.client.clone(), name.clone());
-        let Processed {
-            result: outcome,
-            mut effects,
-        } = ctx.pipeline.run(axn).await;
-        // A write refused because this replica no longer leads: the controller is stopping,
-        // nothing failed. No Warning event, no backoff, no error metric.
-        let fenced = matches!(&outcome, Err(err) if is_fenced(err));
-        match &outcome {
-            Err(err) if fenced => {
-                tracing::debug!(error = %err, "reconcile stopped: this replica no longer leads");
-            }
-            Err(err) => {
-                let message = describe(err, &ctx.binary);
-                tracing::warn!(error = %message, reason = err.reason(), "reconcile failed");
-                effects.warning_event(err.reason(), truncate(&message, 1024));
-            }
-            Ok(_) => {}
-        }
-        ctx.written.remember(
-            reference.clone(),
-            &seen,
-            effects.object.clone(),
-            Instant::now(),
-        );
-        // A cleanup that succeeded ends with our finalizer removed (the last stage).
-        if effects.phase == Phase::Cleanup
-            && outcome.is_ok()
-            && let Some(uid) = uid
-        {
-            ctx.written.finalized(uid, Instant::now());
-        }
-        if !fenced {
-            publish_events(&ctx.recorder, &*object, effects.events).await;
-        }
-        for callback in effects.after {
-            callback(outcome.as_ref());
-        }
-        let result = match &outcome {
-            Ok(action) if action.requeue_after().is_some() => ReconcileResult::requeue_after,
-            Ok(_) => ReconcileResult::success,
-            Err(_) => ReconcileResult::error,
-        };
-        if fenced {
-            ctx.metrics.reconcile_stopped(&name);
-        } else {
-            ctx.metrics
-                .reconcile_finished(&name, result, started.elapsed());
-        }
-        match outcome {
-            Ok(action) => {
-                ctx.failures
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&reference);
-                tracing::debug!(?action, "reconciled");
-                Ok(into_kube(action, ctx.pipeline.config.requeue_interval()))
-            }
-            Err(err) => Err(Failed(err)),
-        }
+        let action = process(&ctx, &reference, object).await?;
+        Ok(into_kube(action, ctx.pipeline.config.requeue_interval()))
     }
     .instrument(span)
     .await
+}
+
+/// One run of the pipeline on `seen`, with its events, callbacks and metrics.
+async fn process<C: Controller>(
+    ctx: &Context<C>,
+    reference: &ObjectRef<C::Resource>,
+    seen: Arc<C::Resource>,
+) -> Result<Action, Failed> {
+    let name = &ctx.pipeline.name;
+    let started = Instant::now();
+    ctx.metrics.reconcile_started(name);
+    let uid = seen.uid();
+    if seen.meta().deletion_timestamp.is_some()
+        && uid
+            .as_deref()
+            .is_some_and(|uid| ctx.written.is_finalized(uid))
+    {
+        // Our cleanup of this object finished and removed the finalizer; the cache has not
+        // caught up with that yet. Running cleanup again would do it twice.
+        tracing::debug!("cleanup already done; waiting for the watch to catch up");
+        ctx.metrics
+            .reconcile_finished(name, ReconcileResult::success, started.elapsed());
+        return Ok(Action::await_change());
+    }
+    let object = ctx.written.freshest(reference, seen.clone());
+    let axn = Axn::new(object.clone(), ctx.pipeline.client.clone(), name.clone());
+    let Processed {
+        result: outcome,
+        mut effects,
+    } = ctx.pipeline.run(axn).await;
+    // A write refused because this replica no longer leads: the controller is stopping,
+    // nothing failed. No Warning event, no backoff, no error metric.
+    let fenced = matches!(&outcome, Err(err) if is_fenced(err));
+    match &outcome {
+        Err(err) if fenced => {
+            tracing::debug!(error = %err, "reconcile stopped: this replica no longer leads");
+        }
+        Err(err) => {
+            let message = describe(err, &ctx.binary);
+            tracing::warn!(error = %message, reason = err.reason(), "reconcile failed");
+            effects.warning_event(err.reason(), truncate(&message, 1024));
+        }
+        Ok(_) => {}
+    }
+    ctx.written.remember(
+        reference.clone(),
+        &seen,
+        effects.object.clone(),
+        Instant::now(),
+    );
+    // A cleanup that succeeded ends with our finalizer removed (the last stage).
+    if effects.phase == Phase::Cleanup
+        && outcome.is_ok()
+        && let Some(uid) = uid
+    {
+        ctx.written.finalized(uid, Instant::now());
+    }
+    if !fenced {
+        publish_events(&ctx.recorder, &*object, effects.events).await;
+    }
+    for callback in effects.after {
+        callback(outcome.as_ref());
+    }
+    let result = match &outcome {
+        Ok(action) if action.requeue_after().is_some() => ReconcileResult::requeue_after,
+        Ok(_) => ReconcileResult::success,
+        Err(_) => ReconcileResult::error,
+    };
+    if fenced {
+        ctx.metrics.reconcile_stopped(name);
+    } else {
+        ctx.metrics
+            .reconcile_finished(name, result, started.elapsed());
+    }
+    match outcome {
+        Ok(action) => {
+            ctx.failures
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(reference);
+            // A vanished object whose cleanup ran leaves the cache.
+            ctx.vanished.cleaned_up(&seen);
+            tracing::debug!(?action, "reconciled");
+            Ok(action)
+        }
+        Err(err) => Err(Failed(err)),
+    }
 }
 
 /// The author's action, or the controller's periodic interval when the action waits.
@@ -256,24 +281,6 @@ mod tests {
         assert!(err.to_string().contains("boom"));
         let err = panicked(&String::from("owned boom"));
         assert!(err.to_string().contains("owned boom"));
-    }
-
-    #[test]
-    fn a_refused_permission_names_the_binary_that_generates_the_role() {
-        let status = kube::core::Status::failure(
-            "configmaps \"c\" is forbidden: User \"op\" cannot patch resource",
-            "Forbidden",
-        )
-        .with_code(403)
-        .boxed();
-        let forbidden = ReconcileError::from(kube::Error::Api(status));
-        assert_eq!(
-            describe(&forbidden, "widget-operator"),
-            "configmaps \"c\" is forbidden: User \"op\" cannot patch resource; grant it in the \
-             operator's ClusterRole (generate it with `widget-operator manifests`)"
-        );
-        let other = ReconcileError::msg("no");
-        assert_eq!(describe(&other, "widget-operator"), "no");
     }
 
     #[test]

@@ -28,7 +28,7 @@ fn desired(
 }
 
 /// Writes `status` (see [`desired`]) unless the live status already holds it; `object` becomes
-/// what the API server returned.
+/// what the API server returned. Nothing is written to an object that no longer exists.
 pub(crate) async fn write<K: Object>(
     client: &Client,
     object: &mut Arc<K>,
@@ -49,8 +49,13 @@ pub(crate) async fn write<K: Object>(
             &PatchParams::default(),
             &Patch::Merge(json!({ "status": status })),
         )
-        .await?;
-    *object = Arc::new(patched);
+        .await;
+    match patched {
+        Ok(patched) => *object = Arc::new(patched),
+        // An object that is gone (cleaned up after it vanished) has no status left to write.
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(err) => return Err(err.into()),
+    }
     Ok(())
 }
 

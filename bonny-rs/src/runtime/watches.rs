@@ -1,15 +1,18 @@
-//! Watch wiring: one kube-runtime controller per namespace scope, the owned kinds' watches
-//! that trigger it and fill the caches the descendant stage reads, and readiness per scope.
+//! Watch wiring: one kube-runtime controller per namespace scope, fed by a raw watch of the
+//! reconciled kind decoded object by object ([`Intake`]); the owned kinds' watches that trigger
+//! it and fill the caches the descendant stage reads; readiness per scope; and the report of
+//! objects that do not decode.
 
 use std::{collections::HashMap, sync::Arc};
 
-use futures::StreamExt;
+use futures::{StreamExt, channel::mpsc};
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject},
     runtime::{
         Controller as KubeController, WatchStreamExt,
         controller::{self, Config as ControllerConfig},
+        events::{Event, EventType, Recorder},
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -20,10 +23,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
+    decode::DecodeError,
+    intake::Intake,
     reconcile::{self, Context},
     registration::RunContext,
 };
-use crate::controller::{Controller, Object, Scope};
+use crate::{
+    controller::{Controller, Object, Scope},
+    observe::Metrics,
+};
 
 /// The watch caches of one controller scope's owned kinds, read by the descendant stage.
 ///
@@ -96,14 +104,28 @@ pub(crate) fn spawn<C: Controller>(
     tasks: &mut JoinSet<()>,
 ) {
     let namespaced = <<C::Resource as kube::Resource>::Scope as Scope>::NAMESPACED;
+    let resource = ApiResource::erase::<C::Resource>(&());
     for namespace in runtime.namespaces.scopes(namespaced) {
-        let api = <<C::Resource as kube::Resource>::Scope as Scope>::api::<C::Resource>(
-            runtime.client.clone(),
-            namespace.as_deref(),
+        let api: Api<DynamicObject> = match namespace.as_deref() {
+            Some(namespace) if namespaced => {
+                Api::namespaced_with(runtime.client.clone(), namespace, &resource)
+            }
+            _ => Api::all_with(runtime.client.clone(), &resource),
+        };
+        // Objects arrive raw and are decoded one by one, so that one the author's type does
+        // not accept is reported and skipped instead of failing every list.
+        let (store, writer) = reflector::store::<C::Resource>();
+        let (reports, reported) = mpsc::unbounded();
+        let (intake, vanished, evicted) = Intake::new(
+            resource.clone(),
+            config.finalizer_name().map(str::to_owned),
+            store.clone(),
+            reports,
         );
-        let mut kube_controller =
-            KubeController::new(api, watcher::Config::default().any_semantic())
-                .with_config(ControllerConfig::default().concurrency(config.concurrency_limit()));
+        let raw = watcher(api, watcher::Config::default().any_semantic());
+        let objects = reflector::reflector(writer, intake.run(raw, evicted)).applied_objects();
+        let mut kube_controller = KubeController::for_stream(objects, store)
+            .with_config(ControllerConfig::default().concurrency(config.concurrency_limit()));
         let mut cache = OwnedCaches::default();
         for owned in config.owned_kinds() {
             kube_controller = watch_owned(
@@ -127,7 +149,14 @@ pub(crate) fn spawn<C: Controller>(
             runtime,
             Arc::from(name),
             cache,
+            vanished,
         ));
+        let report = report_decode_failures(
+            reported,
+            Recorder::new(runtime.client.clone(), runtime.reporter.clone()),
+            runtime.metrics.clone(),
+            name.to_owned(),
+        );
         let stream = kube_controller
             .graceful_shutdown_on(shutdown.clone().cancelled_owned())
             .run(
@@ -154,11 +183,42 @@ pub(crate) fn spawn<C: Controller>(
                 tokio::select! {
                     () = run => {}
                     () = async { synced.await; std::future::pending::<()>().await } => {}
+                    () = async { report.await; std::future::pending::<()>().await } => {}
                 }
                 tracing::info!(shutdown = stopped.is_cancelled(), "controller stopped");
             }
             .instrument(span),
         );
+    }
+}
+
+/// Names each object that does not decode: one log line, one Warning event on the object and
+/// one count in `bonny_decode_errors_total`, per object version (the intake sends each once).
+async fn report_decode_failures(
+    mut failures: mpsc::UnboundedReceiver<DecodeError>,
+    recorder: Recorder,
+    metrics: Metrics,
+    controller: String,
+) {
+    while let Some(failure) = failures.next().await {
+        metrics.decode_failed(&controller);
+        tracing::warn!(
+            namespace = failure.object.namespace.as_deref().unwrap_or(""),
+            name = failure.object.name.as_deref().unwrap_or(""),
+            path = %failure.path,
+            error = %failure.message,
+            "skipping an object that does not decode into the controller's type"
+        );
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "DecodeFailed".to_owned(),
+            note: Some(failure.to_string()),
+            action: "Decode".to_owned(),
+            secondary: None,
+        };
+        if let Err(err) = recorder.publish(&event, &failure.object).await {
+            tracing::warn!(error = %err, "could not publish the DecodeFailed event");
+        }
     }
 }
 
