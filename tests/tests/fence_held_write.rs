@@ -472,13 +472,20 @@ async fn a_held_write_reaches_the_api_server_after_the_takeover_and_is_refused()
 
     // The standby takes over and converges; the held write is still waiting in the network.
     bed.converged_by(successor).await;
-    let successor_first = bed
-        .object_writes()
-        .into_iter()
-        .filter(|r| r.pod_name() == Some(successor) && r.succeeded() && r.name == object_name(0))
-        .map(|r| r.completed)
-        .min()
-        .unwrap();
+    let successor_first = eventually(
+        "the successor's first write in the audit log",
+        PATIENCE,
+        || async {
+            bed.object_writes()
+                .into_iter()
+                .filter(|r| {
+                    r.pod_name() == Some(successor) && r.succeeded() && r.name == object_name(0)
+                })
+                .map(|r| r.completed)
+                .min()
+        },
+    )
+    .await;
     assert!(
         !held.is_finished(),
         "the held write finished before the heal: {:?}",
@@ -492,6 +499,8 @@ async fn a_held_write_reaches_the_api_server_after_the_takeover_and_is_refused()
     let answer = held.await.unwrap();
     let refused = answer.unwrap_err();
     println!("the held write, as its client sees it: {refused}");
+    // The guard retries a fence refusal only within the tenure: the retry was not sent.
+    assert!(Fenced::is_fenced(&refused), "{refused}");
 
     // The witness: the API server received the held write after the successor's first write
     // and refused it with the fence's 403.
