@@ -16,6 +16,8 @@
 
 use std::{
     collections::BTreeMap,
+    net::SocketAddr,
+    sync::atomic::{AtomicBool, Ordering},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
@@ -46,7 +48,11 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 use serde_json::json;
-use tokio::task::JoinHandle;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 
 const NAMESPACE: &str = "held";
@@ -133,10 +139,8 @@ impl Gate for Converger {
 
 struct Replica {
     identity: PodIdentity,
-    proxy: Proxy,
+    proxy: Arc<Proxy>,
     guard: WriteGuard,
-    /// The guarded client through the proxy: what a controller of this replica writes with.
-    client: kube::Client,
     opened: Tenures,
     task: JoinHandle<()>,
 }
@@ -227,8 +231,8 @@ impl Bed {
             .pod_identity(NAMESPACE, OPERATOR, name)
             .await
             .unwrap();
-        let proxy = self.env.proxy().await.unwrap();
-        let client = through(&identity, &proxy).await;
+        let proxy = Arc::new(self.env.proxy().await.unwrap());
+        let client = through(&identity, proxy.addr()).await;
         let election = LeaderElection::new()
             .identity(name)
             .lease_name(self.lease_name.clone())
@@ -244,7 +248,7 @@ impl Bed {
         let opened = Tenures::default();
         let mut gate = Converger {
             me: name,
-            client: guarded.clone(),
+            client: guarded,
             opened: opened.clone(),
             task: None,
         };
@@ -260,7 +264,6 @@ impl Bed {
                 identity,
                 proxy,
                 guard,
-                client: guarded,
                 opened,
                 task,
             },
@@ -330,18 +333,79 @@ impl Bed {
     }
 }
 
-/// A client authenticating as `identity`'s pod whose connections go through `proxy`.
-async fn through(identity: &PodIdentity, proxy: &Proxy) -> kube::Client {
+/// A client authenticating as `identity`'s pod whose connections go to `addr` (a proxy).
+async fn through(identity: &PodIdentity, addr: SocketAddr) -> kube::Client {
     let mut kubeconfig = Kubeconfig::read_from(identity.kubeconfig_path()).unwrap();
     for cluster in &mut kubeconfig.clusters {
         if let Some(cluster) = cluster.cluster.as_mut() {
-            cluster.server = Some(format!("https://{}", proxy.addr()));
+            cluster.server = Some(format!("https://{addr}"));
         }
     }
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .unwrap();
     kube::Client::try_from(config).unwrap()
+}
+
+/// A TCP relay in front of a replica's [`Proxy`] that watches the client's side: once armed,
+/// the first bytes the client sends stall the proxy *before* the relay hands them on, so
+/// those bytes (the request the client sent) are held by the proxy, and so is everything else
+/// of that replica that goes through the proxy.
+struct Tap {
+    addr: SocketAddr,
+    armed: Arc<AtomicBool>,
+    stalled: Arc<tokio::sync::Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Tap {
+    async fn start(proxy: Arc<Proxy>) -> Tap {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(tokio::sync::Notify::new());
+        let (arm, notify) = (armed.clone(), stalled.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let (client, _) = listener.accept().await.unwrap();
+                let upstream = TcpStream::connect(proxy.addr()).await.unwrap();
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut up_read, mut up_write) = upstream.into_split();
+                let (proxy, arm, notify) = (proxy.clone(), arm.clone(), notify.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0_u8; 16 * 1024];
+                    loop {
+                        let n = match client_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if arm.swap(false, Ordering::SeqCst) {
+                            proxy.stall();
+                            notify.notify_one();
+                        }
+                        if up_write.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut up_read, &mut client_write).await;
+                });
+            }
+        });
+        Tap {
+            addr,
+            armed,
+            stalled,
+            task,
+        }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Every stored version of the objects, in etcd's order, with its writer: what landed,
@@ -404,19 +468,17 @@ impl History {
 /// refuses it (403, the fence's message): nothing the stale leader sent after the successor's
 /// first write is stored.
 ///
-/// How the write is known to have left the guard inside the tenure and to be held in the
-/// network: the proxy is stalled right after a renewal of the leader's Lease (seen by a
-/// watch), so its tenure has nearly the whole renew deadline (3 s) left; the write is issued at
-/// once, and the test asserts `guard.holds()` just before. The guard checks at the moment of
-/// sending and fails a lapsed write *at once* with [`Fenced`]; this write's future is instead
-/// still pending when the successor has written (asserted), so it was sent and is waiting on
-/// the connection. The proxy forwards nothing it reads after [`Proxy::stall`]: the bytes sit
-/// in the proxy until [`Proxy::heal`], which the audit log confirms (the write's record was
-/// received after the successor's first write). The write is issued just after the stall
-/// rather than just before it because on loopback a write sent before the stall reaches the
-/// API server within a millisecond: racing the stall against it would almost always let it
-/// through. To the guard and the API server the two are the same: a write that passed the
-/// guard within the tenure and arrives after the takeover.
+/// How the write is known to have been sent within the tenure, before the stall, and held:
+/// the write goes out on its own connection (the leader's guarded client, pod token) through
+/// a [`Tap`] in front of the leader's [`Proxy`]; the leader's elector talks through the same
+/// proxy. The test waits for a renewal of the leader's Lease (a watch), so its tenure has
+/// nearly the whole renew deadline (3 s) left, asserts `guard.holds()`, arms the tap and
+/// issues the write. The guard checks at the moment of sending; the tap sees the write's
+/// first bytes arrive from the client (so it was sent, and the guard had passed it), stalls
+/// the proxy, and only then hands the bytes on: the proxy forwards nothing it reads after
+/// [`Proxy::stall`], so the write waits there, as do the elector's renewals. The write's
+/// future is still pending when the successor has written (asserted); the audit log shows it
+/// received after the successor's first write.
 #[tokio::test]
 async fn a_held_write_reaches_the_api_server_after_the_takeover_and_is_refused() {
     let mut bed = Bed::start().await;
@@ -454,12 +516,19 @@ async fn a_held_write_reaches_the_api_server_after_the_takeover_and_is_refused()
     }
     drop(stream);
     let leader = &bed.replicas[stale];
-    leader.proxy.stall();
+    // The held write's client: the leader's guard over a connection through the tap, warmed by
+    // a read (reads pass the guard and the tap, unarmed, lets them through).
+    let tap = Tap::start(leader.proxy.clone()).await;
+    let writer = leader
+        .guard
+        .client(through(&leader.identity, tap.addr).await);
+    let api: Api<ConfigMap> = Api::namespaced(writer, NAMESPACE);
+    api.get(&object_name(0)).await.unwrap();
+    tap.armed.store(true, Ordering::SeqCst);
     assert!(
         leader.guard.holds(),
         "the tenure must hold when the write is sent"
     );
-    let api: Api<ConfigMap> = Api::namespaced(leader.client.clone(), NAMESPACE);
     let held = tokio::spawn(async move {
         api.patch(
             &object_name(0),
@@ -468,6 +537,8 @@ async fn a_held_write_reaches_the_api_server_after_the_takeover_and_is_refused()
         )
         .await
     });
+    // The write's first bytes left the client, then the proxy stalled, then they reached it.
+    tap.stalled.notified().await;
     let stalled_at = now();
 
     // The standby takes over and converges; the held write is still waiting in the network.
@@ -497,6 +568,7 @@ async fn a_held_write_reaches_the_api_server_after_the_takeover_and_is_refused()
     );
     leader.proxy.heal();
     let answer = held.await.unwrap();
+    drop(tap);
     let refused = answer.unwrap_err();
     println!("the held write, as its client sees it: {refused}");
     // The guard retries a fence refusal only within the tenure: the retry was not sent.
