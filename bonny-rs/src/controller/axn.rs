@@ -49,6 +49,8 @@ pub struct Axn<K> {
     status: Option<Value>,
     events: Vec<Event>,
     after: Vec<AfterProcessed>,
+    /// The resource versions this reconcile's own writes of the object produced, in order.
+    produced: Vec<String>,
 }
 
 /// What a reconcile asked for, taken out of its [`Axn`] by value once the author's code ran.
@@ -60,6 +62,8 @@ pub(crate) struct Effects<K> {
     pub(crate) status: Option<Value>,
     pub(crate) events: Vec<Event>,
     pub(crate) after: Vec<AfterProcessed>,
+    /// The resource versions the pipeline's writes of the object produced before `object`'s.
+    pub(crate) produced: Vec<String>,
 }
 
 impl<K> Effects<K> {
@@ -94,6 +98,7 @@ impl<K: Object> Axn<K> {
             status: None,
             events: Vec::new(),
             after: Vec::new(),
+            produced: Vec::new(),
         }
     }
 
@@ -106,6 +111,7 @@ impl<K: Object> Axn<K> {
             status: self.status,
             events: self.events,
             after: self.after,
+            produced: self.produced,
         }
     }
 
@@ -116,6 +122,7 @@ impl<K: Object> Axn<K> {
 
     /// The object as a write of this reconcile returned it.
     pub(crate) fn set_object(&mut self, object: K) {
+        self.produced.extend(object.resource_version());
         self.object = Arc::new(object);
     }
 

@@ -1,6 +1,8 @@
-//! Read-your-writes: while the watch still shows the version our last write replaced, reconcile
-//! the object as that write returned it. Otherwise a reconcile triggered before the watch caught
-//! up would write the same status (and publish the same event) again. Pure memory, no I/O.
+//! Read-your-writes: while the watch still shows a version our own writes replaced (the one a
+//! reconcile started from, or one our earlier write of the same reconcile produced, such as the
+//! finalizer patch before the status write), reconcile the object as our last write returned it.
+//! Otherwise a reconcile triggered before the watch caught up would write the same status (and
+//! publish the same event) again. Pure memory, no I/O.
 
 use std::{
     collections::HashMap,
@@ -23,9 +25,9 @@ pub(crate) struct Written<K: Resource<DynamicType = ()>> {
     finalized: Mutex<HashMap<String, Instant>>,
 }
 
-/// The object as our last write returned it, and the version the watch showed before it.
+/// The object as our last write returned it, and the versions our writes replaced.
 struct Entry<K> {
-    over: Option<String>,
+    superseded: Vec<String>,
     object: Arc<K>,
     at: Instant,
 }
@@ -45,7 +47,13 @@ impl<K: Resource<DynamicType = ()>> Written<K> {
     pub(crate) fn freshest(&self, reference: &ObjectRef<K>, seen: Arc<K>) -> Arc<K> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         match entries.get(reference) {
-            Some(entry) if entry.over == seen.resource_version() => entry.object.clone(),
+            Some(entry)
+                if seen
+                    .resource_version()
+                    .is_some_and(|version| entry.superseded.contains(&version)) =>
+            {
+                entry.object.clone()
+            }
             Some(_) => {
                 entries.remove(reference);
                 seen
@@ -55,17 +63,37 @@ impl<K: Resource<DynamicType = ()>> Written<K> {
     }
 
     /// Remember what a reconcile that started from `seen` left behind (`after`), if it wrote
-    /// anything; entries older than the TTL are dropped.
-    pub(crate) fn remember(&self, reference: ObjectRef<K>, seen: &K, after: Arc<K>, now: Instant) {
+    /// anything; `produced` are the versions its writes produced on the way (the last one is
+    /// `after`'s). Versions our earlier remembered write replaced stay replaced. Entries older
+    /// than the TTL are dropped.
+    pub(crate) fn remember(
+        &self,
+        reference: ObjectRef<K>,
+        seen: &K,
+        after: Arc<K>,
+        produced: &[String],
+        now: Instant,
+    ) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.retain(|_, entry| now.duration_since(entry.at) < TTL);
-        if after.resource_version() == seen.resource_version() {
+        let last = after.resource_version();
+        if last == seen.resource_version() {
             return;
         }
+        let earlier = entries.remove(&reference);
+        let mut superseded: Vec<String> = seen.resource_version().into_iter().collect();
+        superseded.extend(produced.iter().cloned());
+        if let Some(earlier) = earlier {
+            superseded.extend(earlier.superseded);
+            superseded.extend(earlier.object.resource_version());
+        }
+        superseded.retain(|version| Some(version) != last.as_ref());
+        superseded.sort_unstable();
+        superseded.dedup();
         entries.insert(
             reference,
             Entry {
-                over: seen.resource_version(),
+                superseded,
                 object: after,
                 at: now,
             },
@@ -130,7 +158,7 @@ mod tests {
         let seen = config_map("7", "old");
         let reference = ObjectRef::from_obj(&*seen);
         let now = Instant::now();
-        written.remember(reference.clone(), &seen, config_map("8", "new"), now);
+        written.remember(reference.clone(), &seen, config_map("8", "new"), &[], now);
         // The watch still shows version 7: reconcile what our write returned.
         let fresh = written.freshest(&reference, seen.clone());
         assert_eq!(fresh.resource_version().as_deref(), Some("8"));
@@ -152,7 +180,46 @@ mod tests {
             Some("7")
         );
         // A reconcile that wrote nothing leaves nothing behind.
-        written.remember(reference, &seen, seen.clone(), now);
+        written.remember(reference, &seen, seen.clone(), &[], now);
+        assert_eq!(written.len(), 0);
+    }
+
+    #[test]
+    fn the_version_our_finalizer_patch_produced_is_ours_too() {
+        let written = Written::<ConfigMap>::default();
+        let seen = config_map("7", "old");
+        let reference = ObjectRef::from_obj(&*seen);
+        let now = Instant::now();
+        // One reconcile: the finalizer patch made 8, the status write 9.
+        written.remember(
+            reference.clone(),
+            &seen,
+            config_map("9", "new"),
+            &["8".to_owned(), "9".to_owned()],
+            now,
+        );
+        // The watch delivers 8 (our in-between version): still reconcile 9.
+        let fresh = written.freshest(&reference, config_map("8", "mid"));
+        assert_eq!(fresh.resource_version().as_deref(), Some("9"));
+        // A reconcile from our memory that writes again (10) keeps 7 and 8 replaced.
+        written.remember(
+            reference.clone(),
+            &config_map("8", "mid"),
+            config_map("10", "newer"),
+            &["10".to_owned()],
+            now,
+        );
+        for replaced in ["7", "8", "9"] {
+            let fresh = written.freshest(&reference, config_map(replaced, "x"));
+            assert_eq!(
+                fresh.resource_version().as_deref(),
+                Some("10"),
+                "{replaced}"
+            );
+        }
+        // The watch shows our last write: the memory is done.
+        let caught_up = written.freshest(&reference, config_map("10", "newer"));
+        assert_eq!(caught_up.resource_version().as_deref(), Some("10"));
         assert_eq!(written.len(), 0);
     }
 
@@ -173,11 +240,11 @@ mod tests {
         let seen = config_map("7", "old");
         let reference = ObjectRef::from_obj(&*seen);
         let start = Instant::now();
-        written.remember(reference.clone(), &seen, config_map("8", "new"), start);
+        written.remember(reference.clone(), &seen, config_map("8", "new"), &[], start);
         let other = config_map("3", "x");
         let mut other_ref = ObjectRef::from_obj(&*other);
         other_ref.name = "other".into();
-        written.remember(other_ref, &other, config_map("4", "y"), start + TTL);
+        written.remember(other_ref, &other, config_map("4", "y"), &[], start + TTL);
         assert_eq!(written.len(), 1);
         assert_eq!(
             written

@@ -144,6 +144,7 @@ async fn process<C: Controller>(
         reference.clone(),
         &seen,
         effects.object.clone(),
+        &effects.produced,
         Instant::now(),
     );
     // A cleanup that succeeded ends with our finalizer removed (the last stage).
