@@ -1,57 +1,16 @@
-//! Generated manifests compared with checked-in golden files (`tests/golden/*.yaml`), so what
-//! users apply changes only on purpose. After an intended change, regenerate them with
-//! `UPDATE_GOLDEN=1 cargo test -p bonny-rs --test manifests_golden` and review the diff.
+//! Generated manifests compared with checked-in golden files (`tests/golden/*.yaml`), rendered
+//! from the hello example's own resource and operator, so what users apply changes only on
+//! purpose. After an intended change, regenerate them with
+//! `UPDATE_GOLDEN=1 cargo test -p bonny-examples --test manifests_golden` and review the diff.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 
 use bonny::{
-    Operator,
     manifest::{Manifests, Options},
     prelude::*,
 };
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::CustomResource;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
-// The hello example's resource, repeated here so that the golden file follows the SDK, not the
-// example.
-/// Who to greet, and how.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(
-    group = "hello.bonny.dev",
-    version = "v1",
-    kind = "Greeting",
-    namespaced,
-    status = "GreetingStatus",
-    shortname = "greet",
-    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message"}"#
-)]
-pub struct GreetingSpec {
-    /// How to greet, e.g. `Hello`.
-    pub salutation: String,
-    /// Whom to greet.
-    pub name: String,
-}
-
-/// What the operator did.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct GreetingStatus {
-    /// The greeting written to the ConfigMap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-/// As in the hello example: owns ConfigMaps, no finalizer.
-#[bonny::controller(resource = Greeting, owns = [ConfigMap])]
-struct GreetingController;
-
-impl Reconcile<Greeting> for GreetingController {
-    async fn apply(&self, _axn: &mut Axn<Greeting>) -> Result<Action, ReconcileError> {
-        Ok(Action::await_change())
-    }
-}
+use bonny_examples::hello::{self, Greeting};
 
 /// A finalizer and an extra rule, for an operator limited to some namespaces.
 #[bonny::controller(
@@ -67,19 +26,14 @@ impl Reconcile<Greeting> for AuditController {
     }
 }
 
-/// The hello example's operator: all namespaces, leader election on.
+/// The hello example's own operator: all namespaces, leader election on.
 fn hello() -> Manifests {
-    Operator::builder()
-        .name("hello-operator")
-        .controller(GreetingController)
-        .leader_election(true)
-        .build()
+    hello::operator()
         .unwrap()
         .manifests(&Options::new("img:1").namespace("ops"))
         .unwrap()
 }
 
-/// Two namespaces, no leader election, every option set.
 fn namespaced() -> Manifests {
     Operator::builder()
         .name("audit-operator")
@@ -129,7 +83,7 @@ fn assert_golden(name: &str, actual: &str) {
     panic!(
         "{} differs from the generated manifests at line {}:\n  golden:    {}\n  generated: {}\n\
          If the change is intended, regenerate with \
-         `UPDATE_GOLDEN=1 cargo test -p bonny-rs --test manifests_golden` and review the diff.",
+         `UPDATE_GOLDEN=1 cargo test -p bonny-examples --test manifests_golden` and review the diff.",
         path.display(),
         line + 1,
         show(&expected),
