@@ -91,6 +91,15 @@ fn applied(action: &str) -> Vec<String> {
         format!("serviceaccount/{OPERATOR}"),
         format!("clusterrole.rbac.authorization.k8s.io/{OPERATOR}"),
         format!("clusterrolebinding.rbac.authorization.k8s.io/{OPERATOR}"),
+        // With leader election: the Lease the fence takes as its parameter, and the fence.
+        format!(
+            "lease.coordination.k8s.io/{}",
+            bonny::leader::default_lease_name("ops", OPERATOR)
+        ),
+        format!("validatingadmissionpolicy.admissionregistration.k8s.io/{OPERATOR}-leader-fence"),
+        format!(
+            "validatingadmissionpolicybinding.admissionregistration.k8s.io/{OPERATOR}-leader-fence"
+        ),
         format!("deployment.apps/{OPERATOR}"),
     ]
     .into_iter()
