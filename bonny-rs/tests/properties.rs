@@ -130,7 +130,15 @@ proptest! {
                 prop_assert_eq!(string(doc, "/metadata/name"), Some("widgets.example.com"));
                 continue;
             }
-            prop_assert_eq!(string(doc, "/metadata/name"), Some(name.as_str()), "{}", yaml);
+            // The leader fence names its Lease after the election, its policy after the operator.
+            let expected = match kind {
+                "Lease" => bonny::leader::default_lease_name(&namespace, &name),
+                "ValidatingAdmissionPolicy" | "ValidatingAdmissionPolicyBinding" => {
+                    format!("{name}-leader-fence")
+                }
+                _ => name.clone(),
+            };
+            prop_assert_eq!(string(doc, "/metadata/name"), Some(expected.as_str()), "{}", yaml);
             prop_assert_eq!(
                 string(doc, "/metadata/labels/app.kubernetes.io~1name"),
                 Some(name.as_str()),
