@@ -54,7 +54,7 @@ pub use k8s_openapi;
 /// Re-exported so that generated code and users share one version.
 pub use kube;
 /// Re-exported so that a controller can log (`bonny::tracing::info!(..)`) without adding the
-/// crate; [`observe::init_logging`] installs the subscriber.
+/// crate; [`operator::init_logging`] installs the subscriber.
 pub use tracing;
 
 /// The names an operator author needs in scope.

@@ -10,7 +10,7 @@ use bonny_e2e::widget::WidgetController;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    bonny::observe::init_logging();
+    bonny::operator::init_logging();
     let result = Operator::builder()
         .name("bonny-widget")
         .without_http()

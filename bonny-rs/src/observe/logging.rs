@@ -8,17 +8,27 @@ use tracing_subscriber::{
     prelude::*,
 };
 
-/// Install a global `tracing` subscriber: JSON lines when `BONNY_LOG_FORMAT=json`, plain text
-/// otherwise; filtered by `RUST_LOG` (default `info`). Does nothing if one is already set.
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Plain,
+    /// One JSON object per line, with the current span.
+    Json,
+}
+
+/// Install a global `tracing` subscriber writing `format`, filtered by `RUST_LOG` (default
+/// `info`). Does nothing if one is already set. Operators call
+/// [`operator::init_logging`](crate::operator::init_logging), which takes the format from
+/// `BONNY_LOG_FORMAT`.
 ///
 /// Plain text is coloured only when stdout is a terminal (and `NO_COLOR` is unset), so logs
 /// written to a file or collected from a container carry no escape codes.
-pub fn init_logging() {
+pub fn init_logging_with(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json =
-        std::env::var("BONNY_LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"));
     let registry = tracing_subscriber::registry().with(filter);
-    let _ = if json {
+    let _ = if format == LogFormat::Json {
         registry
             .with(fmt::layer().json().with_current_span(true))
             .try_init()

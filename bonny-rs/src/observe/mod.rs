@@ -6,6 +6,6 @@ mod metrics;
 pub(crate) mod server;
 
 pub use health::Health;
-pub use logging::init_logging;
+pub use logging::{LogFormat, init_logging_with};
 pub use metrics::Metrics;
 pub(crate) use metrics::ReconcileResult;

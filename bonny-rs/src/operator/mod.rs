@@ -41,6 +41,18 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How far past the renew deadline a leader may go unrenewed before `/healthz` fails.
 const LIVENESS_GRACE: Duration = Duration::from_secs(5);
 
+/// Install the global log subscriber: the format `BONNY_LOG_FORMAT` gives (read through
+/// [`Settings`]; plain text when it is unset or the environment does not parse, which
+/// [`OperatorBuilder::build`] then reports), filtered by `RUST_LOG` (default `info`). Call it
+/// first in `main`; it does nothing if a subscriber is already set.
+pub fn init_logging() {
+    let format = Settings::from_env()
+        .ok()
+        .and_then(|settings| settings.log_format)
+        .unwrap_or_default();
+    crate::observe::init_logging_with(format);
+}
+
 /// A configured operator, ready to [`run`](Operator::run).
 pub struct Operator {
     name: String,

@@ -17,7 +17,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use crate::Error;
+use crate::{Error, observe::LogFormat};
 
 /// Settings taken from the environment at startup.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,6 +42,8 @@ pub struct Settings {
     pub renew_deadline: Option<Duration>,
     /// `BONNY_RETRY_PERIOD`.
     pub retry_period: Option<Duration>,
+    /// `BONNY_LOG_FORMAT`: `plain` or `json`.
+    pub log_format: Option<LogFormat>,
 }
 
 impl Settings {
@@ -83,6 +85,18 @@ impl Settings {
                 expected: "a duration longer than zero like 30s, 500ms or 2m",
             }),
         };
+        let log_format = match lookup("BONNY_LOG_FORMAT") {
+            None => None,
+            Some(value) if value.eq_ignore_ascii_case("plain") => Some(LogFormat::Plain),
+            Some(value) if value.eq_ignore_ascii_case("json") => Some(LogFormat::Json),
+            Some(value) => {
+                return Err(Error::InvalidEnv {
+                    var: "BONNY_LOG_FORMAT",
+                    value,
+                    expected: "`plain` or `json`",
+                });
+            }
+        };
         Ok(Self {
             operator_name: lookup("BONNY_OPERATOR_NAME"),
             pod_namespace: lookup("BONNY_POD_NAMESPACE"),
@@ -100,6 +114,7 @@ impl Settings {
             lease_duration: duration("BONNY_LEASE_DURATION")?,
             renew_deadline: duration("BONNY_RENEW_DEADLINE")?,
             retry_period: duration("BONNY_RETRY_PERIOD")?,
+            log_format,
         })
     }
 }
@@ -186,6 +201,21 @@ mod tests {
         let message = err.to_string();
         assert!(
             message.contains("BONNY_SHUTDOWN_TIMEOUT") && message.contains("30s"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_log_format_is_plain_or_json() {
+        let json = Settings::from_lookup(env(&[("BONNY_LOG_FORMAT", "JSON")])).expect("valid");
+        assert_eq!(json.log_format, Some(LogFormat::Json));
+        let unset = Settings::from_lookup(env(&[])).expect("valid");
+        assert_eq!(unset.log_format, None);
+        let message = Settings::from_lookup(env(&[("BONNY_LOG_FORMAT", "yaml")]))
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            message.contains("BONNY_LOG_FORMAT") && message.contains("json"),
             "{message}"
         );
     }

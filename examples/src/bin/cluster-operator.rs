@@ -2,6 +2,6 @@
 
 #[tokio::main]
 async fn main() -> Result<(), bonny::Error> {
-    bonny::observe::init_logging();
+    bonny::operator::init_logging();
     bonny_examples::cluster::operator()?.main().await
 }

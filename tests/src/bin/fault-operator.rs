@@ -30,7 +30,7 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    bonny::observe::init_logging();
+    bonny::operator::init_logging();
     // Die with the test that started us, even if it is killed before it can kill us.
     if let Err(error) =
         rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))

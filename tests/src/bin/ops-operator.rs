@@ -10,7 +10,7 @@ use bonny_e2e::widget::WidgetController;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    bonny::observe::init_logging();
+    bonny::operator::init_logging();
     let result = match Operator::builder()
         .name("ops-operator")
         .controller(WidgetController::default())
