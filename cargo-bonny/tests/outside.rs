@@ -98,11 +98,15 @@ fn unpacked() -> &'static Path {
         std::fs::create_dir_all(&crates).unwrap();
         let mut patch = String::from("[patch.crates-io]\n");
         for (name, file) in CRATES.iter().zip(packaged()) {
+            // `--touch`: the archive keeps the sources' own times, which can be older than the
+            // last build in the shared target directory; cargo would then keep a stale build
+            // of a changed crate. Fresh times make it compare anew.
             run(
                 "tar xzf",
                 Command::new("tar")
                     .arg("xzf")
                     .arg(file)
+                    .arg("--touch")
                     .arg("-C")
                     .arg(&crates),
             );
