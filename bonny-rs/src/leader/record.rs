@@ -439,3 +439,74 @@ mod tests {
         assert!(LeaseRecord::parse(body).is_release());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! The parser against arbitrary JSON and arbitrary Lease-shaped objects: it never panics,
+    //! and what it cannot read is absent rather than invented. CI runs proptest's default case
+    //! count; `PROPTEST_CASES=100000 cargo test --release -p bonny-rs --lib record::properties`
+    //! runs longer.
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::LeaseRecord;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|n| json!(n)),
+            ".{0,12}".prop_map(Value::String),
+            "20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?Z"
+                .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("holderIdentity".to_owned()),
+                        Just("leaseDurationSeconds".to_owned()),
+                        Just("renewTime".to_owned()),
+                        Just("acquireTime".to_owned()),
+                        Just("leaseTransitions".to_owned()),
+                        "[a-z]{1,6}"
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_object_parses_without_panicking(object in json_value()) {
+            let _ = LeaseRecord::parse(object);
+        }
+
+        #[test]
+        fn a_lease_shaped_object_keeps_only_what_it_can_read(
+            spec in json_value(),
+            version in json_value(),
+        ) {
+            let object = json!({ "metadata": { "resourceVersion": version.clone() }, "spec": spec.clone() });
+            let record = LeaseRecord::parse(object);
+            let holder = spec.get("holderIdentity").and_then(Value::as_str);
+            if record.holder.is_some() {
+                prop_assert_eq!(record.holder.as_deref(), holder);
+            }
+            if record.resource_version.is_some() {
+                prop_assert_eq!(record.resource_version.as_deref(), version.as_str());
+            }
+            if let Some(duration) = record.lease_duration {
+                let seconds = spec.get("leaseDurationSeconds").and_then(Value::as_i64);
+                prop_assert_eq!(i64::try_from(duration.as_secs()).ok(), seconds);
+            }
+        }
+    }
+}
