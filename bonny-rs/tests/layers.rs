@@ -183,9 +183,13 @@ fn crate_paths(text: &str) -> Vec<(String, usize)> {
 fn prefixed_paths(text: &str, prefix: &str) -> Vec<(String, usize)> {
     let code: String = text
         .lines()
+        // Plain comments are skipped; doc comments count, since an intra-doc link is a
+        // reference to the module it names.
         .map(|line| match line.find("//") {
-            Some(at) => &line[..at],
-            None => line,
+            Some(at) if !line[at..].starts_with("///") && !line[at..].starts_with("//!") => {
+                &line[..at]
+            }
+            _ => line,
         })
         .collect::<Vec<_>>()
         .join("\n");

@@ -20,7 +20,7 @@ pub enum LogFormat {
 
 /// Install a global `tracing` subscriber writing `format`, filtered by `RUST_LOG` (default
 /// `info`). Does nothing if one is already set. Operators call
-/// [`operator::init_logging`](crate::operator::init_logging), which takes the format from
+/// `bonny::operator::init_logging`, which takes the format from
 /// `BONNY_LOG_FORMAT`.
 ///
 /// Plain text is coloured only when stdout is a terminal (and `NO_COLOR` is unset), so logs
