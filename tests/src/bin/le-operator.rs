@@ -20,65 +20,29 @@ use std::{
     time::Duration,
 };
 
-use bonny::{Operator, operator::ControllersEvent, prelude::*};
+use bonny::{Operator, prelude::*};
 use bonny_e2e::{
+    replica::{self, Failure, Recorder},
     widget::{Widget, WidgetController},
-    witness::{Appender, Event, Witness},
 };
 use kube::{
     Api,
     api::{Patch, PatchParams},
 };
 
+const BIN: &str = "le-operator";
+
 /// In-flight reconciles get this long after a stop; Widget reconciles take milliseconds.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(500);
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    bonny::operator::init_logging();
-    // Die with the test that started us, even if it is killed before it can kill us.
-    if let Err(error) =
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-    {
-        eprintln!("le-operator: warning: cannot set the parent-death signal: {error}");
-    }
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err((code, message)) => {
-            eprintln!("le-operator: error: {message}");
-            ExitCode::from(code)
-        }
-    }
+fn main() -> ExitCode {
+    replica::main(BIN, run())
 }
 
-async fn run() -> Result<(), (u8, String)> {
-    let required = |var: &str| {
-        std::env::var(var)
-            .ok()
-            .filter(|value| !value.is_empty())
-            .ok_or_else(|| {
-                (
-                    1,
-                    format!("set {var}: see the header of tests/src/bin/le-operator.rs"),
-                )
-            })
-    };
-    let witness = Witness::new(required("WITNESS_FILE")?);
-    let identity = required("BONNY_POD_NAME")?;
-    let appender = witness.open().map_err(|error| {
-        (
-            2,
-            format!(
-                "cannot open the witness {}: {error}",
-                witness.path().display()
-            ),
-        )
-    })?;
-    let observer = Observer {
-        identity: identity.clone(),
-        appender: Arc::new(Mutex::new(appender)),
-    };
-    tracing::info!(%identity, witness = %witness.path().display(), "le-operator starting");
+async fn run() -> Result<(), Failure> {
+    let identity = replica::required(BIN, "BONNY_POD_NAME")?;
+    let recorder = Recorder::open(BIN, &identity)?;
+    tracing::info!(%identity, "le-operator starting");
     let builder = Operator::builder().name("le-e2e");
     let builder = if std::env::var("SCRIBE").is_ok_and(|value| value == "1") {
         builder.controller(Scribe {
@@ -93,32 +57,10 @@ async fn run() -> Result<(), (u8, String)> {
         .leader_election(true)
         .without_http()
         .shutdown_timeout(SHUTDOWN_TIMEOUT)
-        .on_controllers(move |event| observer.record(event))
+        .on_controllers(move |event| recorder.record(event))
         .run()
         .await
-        .map_err(|error| (1, error.to_string()))
-}
-
-struct Observer {
-    identity: String,
-    appender: Arc<Mutex<Appender>>,
-}
-
-impl Observer {
-    fn record(&self, event: ControllersEvent) {
-        let event = match event {
-            ControllersEvent::Starting => Event::Start,
-            ControllersEvent::Stopped => Event::Stop,
-        };
-        let written = match self.appender.lock() {
-            Ok(mut appender) => appender.append(&self.identity, event),
-            Err(poisoned) => poisoned.into_inner().append(&self.identity, event),
-        };
-        if let Err(error) = written {
-            eprintln!("le-operator: error: cannot write {event:?} to the witness: {error}");
-            std::process::exit(2);
-        }
-    }
+        .map_err(Failure::operator)
 }
 
 /// Writes this replica's identity into each Widget on every reconcile, at most every 200 ms.
