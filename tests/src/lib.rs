@@ -6,6 +6,7 @@ pub mod census;
 pub mod gated;
 pub mod ledger;
 pub mod replica;
+pub mod stored;
 pub mod ticker;
 pub mod widget;
 pub mod witness;

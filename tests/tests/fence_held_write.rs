@@ -30,6 +30,7 @@ use bonny::{
 };
 use bonny_e2e::{
     eventually,
+    stored::StoredWrites,
     ticker::{OPERATOR, TickerController},
 };
 use futures::{StreamExt, TryStreamExt};
@@ -408,61 +409,6 @@ impl Drop for Tap {
     }
 }
 
-/// Every stored version of the objects, in etcd's order, with its writer: what landed,
-/// whatever the writer was told. Watched from before any replica starts.
-#[derive(Clone, Default)]
-struct History(Arc<Mutex<Vec<(u64, String, String)>>>);
-
-impl History {
-    fn watch(env: &TestEnv) -> (History, JoinHandle<()>) {
-        let history = History::default();
-        let api: Api<ConfigMap> = Api::namespaced(env.client(), NAMESPACE);
-        let log = history.clone();
-        let task = tokio::spawn(async move {
-            let mut version = api
-                .list_metadata(&Default::default())
-                .await
-                .unwrap()
-                .metadata
-                .resource_version
-                .unwrap();
-            loop {
-                let params = WatchParams::default().timeout(290);
-                let mut stream = api.watch(&params, &version).await.unwrap().boxed();
-                while let Some(event) = stream.try_next().await.unwrap() {
-                    let object = match event {
-                        WatchEvent::Added(o) | WatchEvent::Modified(o) => o,
-                        WatchEvent::Bookmark(b) => {
-                            version = b.metadata.resource_version;
-                            continue;
-                        }
-                        WatchEvent::Deleted(o) => {
-                            version = o.metadata.resource_version.unwrap();
-                            continue;
-                        }
-                        // A gap in the history would void the witness.
-                        WatchEvent::Error(e) => panic!("the object watch failed: {e:?}"),
-                    };
-                    version = object.metadata.resource_version.clone().unwrap();
-                    let name = object.metadata.name.clone().unwrap_or_default();
-                    let by = object.data.as_ref().and_then(|d| d.get("by")).cloned();
-                    if let (true, Some(by)) = (name.starts_with("obj-"), by) {
-                        log.0
-                            .lock()
-                            .unwrap()
-                            .push((version.parse().unwrap(), name, by));
-                    }
-                }
-            }
-        });
-        (history, task)
-    }
-
-    fn snapshot(&self) -> Vec<(u64, String, String)> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
 /// The held write: the leader's write leaves while its tenure holds, the proxy holds it until
 /// a standby has taken over and written, and once healed it reaches the API server, which
 /// refuses it (403, the fence's message): nothing the stale leader sent after the successor's
@@ -482,7 +428,7 @@ impl History {
 #[tokio::test]
 async fn a_held_write_reaches_the_api_server_after_the_takeover_and_is_refused() {
     let mut bed = Bed::start().await;
-    let (history, history_watch) = History::watch(&bed.env);
+    let (history, history_watch) = StoredWrites::watch(bed.env.client(), NAMESPACE, "obj-");
     bed.spawn(REPLICAS[0]).await;
     bed.converged_by(REPLICAS[0]).await;
     bed.spawn(REPLICAS[1]).await;
@@ -622,11 +568,11 @@ async fn a_held_write_reaches_the_api_server_after_the_takeover_and_is_refused()
     history_watch.abort();
     let first = versions
         .iter()
-        .position(|(_, _, by)| by == successor)
+        .position(|write| write.by == successor)
         .unwrap();
     let stale_versions: Vec<_> = versions[first..]
         .iter()
-        .filter(|(_, _, by)| by == stale)
+        .filter(|write| write.by == stale)
         .collect();
     assert!(stale_versions.is_empty(), "{stale_versions:?}");
     let object = Api::<ConfigMap>::namespaced(bed.env.client(), NAMESPACE)

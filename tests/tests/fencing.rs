@@ -26,11 +26,11 @@ use bonny::{
 };
 use bonny_e2e::{
     eventually,
+    stored::StoredWrites,
     ticker::{OPERATOR, TickerController},
     widget::{Widget, widget},
     witness::{Event, Witness, monotonic_now},
 };
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{
     api::{
         coordination::v1::Lease,
@@ -39,13 +39,11 @@ use k8s_openapi::{
     },
     jiff::Timestamp,
 };
-use kube::api::{WatchEvent, WatchParams};
 use kube::{
     Api, CustomResourceExt,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use std::sync::{Arc, Mutex};
 use tokio::process::{Child, Command};
 
 const NAMESPACE: &str = "fence";
@@ -439,58 +437,6 @@ async fn the_fence_applies_and_admits_only_the_lease_holder() {
     drop(bed);
 }
 
-/// Every stored version of the tick ConfigMaps, in etcd's order (resourceVersion), with its
-/// writer: what landed, whatever the writer was told. Watched from before the replicas start.
-#[derive(Clone, Default)]
-struct Ticks(Arc<Mutex<Vec<(u64, String)>>>);
-
-impl Ticks {
-    fn watch(env: &TestEnv) -> (Ticks, tokio::task::JoinHandle<()>) {
-        let ticks = Ticks::default();
-        let api: Api<ConfigMap> = Api::namespaced(env.client(), NAMESPACE);
-        let log = ticks.clone();
-        let task = tokio::spawn(async move {
-            let mut version = api
-                .list_metadata(&Default::default())
-                .await
-                .unwrap()
-                .metadata
-                .resource_version
-                .unwrap();
-            loop {
-                let params = WatchParams::default().timeout(290);
-                let mut stream = api.watch(&params, &version).await.unwrap().boxed();
-                while let Some(event) = stream.try_next().await.unwrap() {
-                    let object = match event {
-                        WatchEvent::Added(o) | WatchEvent::Modified(o) => o,
-                        WatchEvent::Bookmark(b) => {
-                            version = b.metadata.resource_version;
-                            continue;
-                        }
-                        WatchEvent::Deleted(o) => {
-                            version = o.metadata.resource_version.unwrap();
-                            continue;
-                        }
-                        // A gap in the history would void the witness.
-                        WatchEvent::Error(e) => panic!("the tick watch failed: {e:?}"),
-                    };
-                    version = object.metadata.resource_version.clone().unwrap();
-                    let name = object.metadata.name.clone().unwrap_or_default();
-                    let by = object.data.as_ref().and_then(|d| d.get("by")).cloned();
-                    if let (true, Some(by)) = (name.starts_with("tick-"), by) {
-                        log.0.lock().unwrap().push((version.parse().unwrap(), by));
-                    }
-                }
-            }
-        });
-        (ticks, task)
-    }
-
-    fn snapshot(&self) -> Vec<(u64, String)> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
 /// What one freeze showed.
 struct Freeze {
     leader: String,
@@ -536,7 +482,7 @@ fn freezes() -> usize {
 
 async fn frozen_leader(fence: bool) {
     let mut bed = Bed::start(fence).await;
-    let (ticks, tick_watch) = Ticks::watch(&bed.env);
+    let (ticks, tick_watch) = StoredWrites::watch(bed.env.client(), NAMESPACE, "tick-");
     bed.create_widgets().await;
     bed.spawn_all();
     let seed = std::env::var("BONNY_FREEZE_SEED")
@@ -638,14 +584,14 @@ async fn frozen_leader(fence: bool) {
             history
                 .iter()
                 .skip(*seen)
-                .position(|(_, by)| by == successor)
+                .position(|write| write.by == *successor)
                 .map(|p| p + seen)
                 .unwrap_or_else(|| panic!("no stored tick by {successor} after its takeover"))
         })
         .collect();
     for (i, (leader, successor, stopped, first, _)) in windows.iter().enumerate() {
         let tenure = &history[starts[i]..starts.get(i + 1).copied().unwrap_or(history.len())];
-        let stale_stored = tenure.iter().filter(|(_, by)| by != successor).count();
+        let stale_stored = tenure.iter().filter(|write| write.by != *successor).count();
         let window_end = windows.get(i + 1).map(|w| w.2);
         let in_window = |r: &&AuditRecord| {
             r.completed > *first && window_end.is_none_or(|end| r.request_received < end)
