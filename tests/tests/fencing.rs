@@ -704,3 +704,38 @@ fn without_leader_election_or_with_fence_off_there_is_no_fence() {
         Some(bonny::leader::default_lease_name(NAMESPACE, OPERATOR).as_str())
     );
 }
+
+/// The startup check, against the real API server's account of each client: a pod's token
+/// under its own pod name passes; under another name, and as a service account without a
+/// pod, it names the problem and the fix; the admin is not fenced at all.
+#[tokio::test]
+async fn the_identity_check_names_a_replica_the_fence_would_refuse() {
+    use bonny::leader::{IdentityCheck, check_identity};
+    let env = TestEnv::start().await.unwrap();
+    env.create_namespace(NAMESPACE).await.unwrap();
+    let pod = env
+        .pod_identity(NAMESPACE, OPERATOR, REPLICAS[0])
+        .await
+        .unwrap();
+    let client = pod.client().await.unwrap();
+    assert_eq!(
+        check_identity(&client, REPLICAS[0]).await.unwrap(),
+        IdentityCheck::Bound
+    );
+    let other = check_identity(&client, "not-the-pod").await.unwrap();
+    assert_eq!(
+        other,
+        IdentityCheck::OtherPod {
+            pod: REPLICAS[0].to_owned()
+        }
+    );
+    let problem = other.problem("not-the-pod").unwrap();
+    assert!(
+        problem.contains(REPLICAS[0]) && problem.contains("fence(false)"),
+        "{problem}"
+    );
+    assert_eq!(
+        check_identity(&env.client(), REPLICAS[0]).await.unwrap(),
+        IdentityCheck::NotFenced
+    );
+}

@@ -9,10 +9,12 @@
 //!
 //! What it needs: the replica identity in the Lease is the pod name (the generated Deployment
 //! passes `metadata.name` as `BONNY_POD_NAME`), and the replica authenticates with the token
-//! its pod gets by default. Outside a pod (a person's kubeconfig, a legacy token) every write
-//! is refused: turn the fence off with [`Options::fence`](super::Options::fence) there.
-//! (The operator does not yet check at startup that its identity can be a pod name; a
-//! replica whose identity is not its pod's name has every fenced write refused.)
+//! its pod gets by default. A replica of the operator's service account with a token bound to
+//! no pod (a legacy secret token) or under an identity that is not its pod's name has every
+//! fenced write refused: turn the fence off with [`Options::fence`](super::Options::fence)
+//! there. The operator checks this at startup with one `SelfSubjectReview` and names the
+//! problem in a warning ([`check_identity`](crate::leader::check_identity)). Credentials that
+//! are not the operator's service account (a person's kubeconfig) are not fenced at all.
 //!
 //! What a refusal looks like: `403 Forbidden`, message `ValidatingAdmissionPolicy
 //! '<name>-leader-fence' with binding '<name>-leader-fence' denied request: this replica

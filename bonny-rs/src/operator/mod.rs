@@ -158,6 +158,9 @@ impl Operator {
         let elector = self
             .leader
             .map(|election| Elector::new(election, client.clone()));
+        if let Some(elector) = &elector {
+            warn_if_fenced_out(&client, elector.identity()).await;
+        }
         let identity = elector
             .as_ref()
             .map(|elector| elector.identity().to_owned())
@@ -230,6 +233,20 @@ impl Operator {
         while background.join_next().await.is_some() {}
         tracing::info!("operator stopped");
         result
+    }
+}
+
+/// Says at startup, in one warning, when a leader fence would refuse every write of this
+/// replica: its identity is not the pod its token is bound to.
+async fn warn_if_fenced_out(client: &Client, identity: &str) {
+    match crate::leader::check_identity(client, identity).await {
+        Ok(check) => match check.problem(identity) {
+            Some(problem) => tracing::warn!(identity, "{problem}"),
+            None => tracing::debug!(identity, ?check, "leader identity checked"),
+        },
+        Err(error) => {
+            tracing::debug!(%error, "cannot ask the API server who this replica is; identity not checked");
+        }
     }
 }
 
