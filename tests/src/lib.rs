@@ -4,6 +4,7 @@
 
 pub mod census;
 pub mod gated;
+pub mod in_process;
 pub mod ledger;
 pub mod replica;
 pub mod stored;

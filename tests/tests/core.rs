@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
-use bonny::{Operator, observe::Metrics, testing::TestEnv};
+use bonny::{Operator, testing::TestEnv};
 use bonny_e2e::{
-    events_for, eventually, has_event, init_tracing,
+    events_for, eventually, has_event,
+    in_process::InProcess,
+    init_tracing,
     widget::{Gadget, GadgetController, GadgetSpec, Widget, WidgetController, widget},
 };
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -19,51 +21,28 @@ use tokio_util::sync::CancellationToken;
 const WAIT: Duration = Duration::from_secs(30);
 
 struct Running {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), bonny::Error>>,
-    metrics: Metrics,
+    process: InProcess,
     controller: WidgetController,
 }
 
 impl Running {
     async fn start(client: Client, namespace: &str) -> Self {
         let controller = WidgetController::default();
-        let metrics = Metrics::new();
-        let operator = Operator::builder()
-            .name("widget-e2e")
-            .client(client)
-            .watch_namespace(namespace)
-            .without_http()
-            .shutdown_timeout(Duration::from_secs(5))
-            .metrics(metrics.clone())
-            .controller(controller.clone())
-            .build()
-            .unwrap();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(operator.run_until(stop.clone()));
+        let process = InProcess::start(
+            InProcess::builder("widget-e2e", client, namespace).controller(controller.clone()),
+        );
         Self {
-            stop,
-            task,
-            metrics,
+            process,
             controller,
         }
     }
 
     async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        self.process.stop().await;
     }
 
     fn reconciles(&self) -> u64 {
-        let text = self.metrics.encode();
-        text.lines()
-            .filter(|line| line.starts_with("controller_runtime_reconcile_total{"))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        self.process.sum("controller_runtime_reconcile_total")
     }
 }
 
@@ -315,8 +294,8 @@ async fn a_panicking_or_invalid_widget_does_not_stop_the_others() {
         configmaps.get_opt("fine-data").await.unwrap()
     })
     .await;
-    assert!(!running.task.is_finished());
-    let errors = running.metrics.encode();
+    assert!(running.process.is_running());
+    let errors = running.process.metrics().encode();
     assert!(
         errors.contains(r#"controller_runtime_reconcile_errors_total{controller="widget"}"#),
         "{errors}"

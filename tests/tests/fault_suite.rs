@@ -27,11 +27,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bonny::{Operator, testing::TestEnv};
+use bonny::testing::TestEnv;
 use bonny_e2e::{
     census::{self, Census, Tally, child_name},
     eventually,
     gated::GATE,
+    in_process::InProcess,
     init_tracing,
     ledger::{self, Ledger, Step},
     widget::{Widget, WidgetController, widget},
@@ -44,7 +45,6 @@ use kube::{
 };
 use serde_json::json;
 use tokio::process::{Child, Command};
-use tokio_util::sync::CancellationToken;
 
 /// How long a single step (a write, a reconcile) may take on a loaded machine.
 const WAIT: Duration = Duration::from_secs(60);
@@ -158,40 +158,25 @@ async fn unconverged(
 }
 
 /// The Widget operator in this process, on one namespace.
-struct InProcess {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), bonny::Error>>,
+struct Widgets {
+    process: InProcess,
     controller: WidgetController,
 }
 
-impl InProcess {
+impl Widgets {
     fn start(client: Client, namespace: &str) -> Self {
         let controller = WidgetController::default();
-        let operator = Operator::builder()
-            .name("fault-e2e")
-            .client(client)
-            .watch_namespace(namespace)
-            .without_http()
-            .shutdown_timeout(Duration::from_secs(5))
-            .controller(controller.clone())
-            .build()
-            .unwrap();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(operator.run_until(stop.clone()));
+        let process = InProcess::start(
+            InProcess::builder("fault-e2e", client, namespace).controller(controller.clone()),
+        );
         Self {
-            stop,
-            task,
+            process,
             controller,
         }
     }
 
     async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        self.process.stop().await;
     }
 }
 
@@ -246,7 +231,7 @@ async fn api_server_restarts_during_create_update_delete_lose_and_duplicate_noth
     let mut env = env_with(TestEnv::builder(), NS).await;
     let client = env.client();
     let census = Census::start(client.clone());
-    let operator = InProcess::start(client.clone(), NS);
+    let operator = Widgets::start(client.clone(), NS);
 
     let names: Vec<String> = (0..count).map(|i| format!("w-{i:04}")).collect();
     let deleted: BTreeSet<String> = names.iter().step_by(3).cloned().collect();
@@ -393,7 +378,7 @@ async fn a_watch_expired_by_compaction_is_relisted_and_nothing_is_duplicated() {
     // Gone` at once instead of being served from the API server's window.
     let mut env = env_with(TestEnv::builder().watch_cache(false), NS).await;
     let client = env.client();
-    let operator = InProcess::start(client.clone(), NS);
+    let operator = Widgets::start(client.clone(), NS);
     let widgets: Api<Widget> = Api::namespaced(client.clone(), NS);
     let nothing_deleted = BTreeSet::new();
     let before: Vec<String> = (0..scaled(5, 50)).map(|i| format!("before-{i}")).collect();

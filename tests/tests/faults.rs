@@ -8,9 +8,11 @@ use std::{
     time::Duration,
 };
 
-use bonny::{Operator, observe::Health, observe::Metrics, prelude::*, testing::TestEnv};
+use bonny::{prelude::*, testing::TestEnv};
 use bonny_e2e::{
-    events_for, eventually, init_tracing,
+    events_for, eventually,
+    in_process::InProcess,
+    init_tracing,
     widget::{Widget, WidgetController, widget},
 };
 use k8s_openapi::{
@@ -22,60 +24,13 @@ use kube::{
     api::{DeleteParams, DynamicObject, PostParams},
     core::{ApiResource, GroupVersionKind},
 };
-use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(60);
 const NAMESPACE: &str = "faults";
 
-struct Running {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), bonny::Error>>,
-    metrics: Metrics,
-    health: Health,
-}
-
-impl Running {
-    fn start<C: Controller>(client: Client, controller: C) -> Self {
-        let metrics = Metrics::new();
-        let operator = Operator::builder()
-            .name("faults-e2e")
-            .client(client)
-            .watch_namespace(NAMESPACE)
-            .without_http()
-            .shutdown_timeout(Duration::from_secs(5))
-            .metrics(metrics.clone())
-            .controller(controller)
-            .build()
-            .unwrap();
-        let health = operator.health().clone();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(operator.run_until(stop.clone()));
-        Self {
-            stop,
-            task,
-            metrics,
-            health,
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
-
-    /// `bonny_decode_errors_total` of controller `widget`.
-    fn decode_errors(&self) -> u64 {
-        self.metrics
-            .encode()
-            .lines()
-            .find(|line| line.starts_with(r#"bonny_decode_errors_total{controller="widget"}"#))
-            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0)
-    }
+/// The operator `faults-e2e` with `controller`, watching the test namespace.
+fn start<C: Controller>(client: Client, controller: C) -> InProcess {
+    InProcess::start(InProcess::builder("faults-e2e", client, NAMESPACE).controller(controller))
 }
 
 /// Records, per widget name, whether `apply` reached it and how often `cleanup` ran.
@@ -106,9 +61,9 @@ async fn cleanup_runs_for_every_widget_that_reached_apply_even_when_deleted_at_o
     env.create_namespace(NAMESPACE).await.unwrap();
     let client = env.client();
     let tally = Tally::default();
-    let running = Running::start(client.clone(), tally.clone());
+    let running = start(client.clone(), tally.clone());
     eventually("the operator to be ready", WAIT, || async {
-        running.health.ready().ok()
+        running.health().ready().ok()
     })
     .await;
 
@@ -242,11 +197,11 @@ async fn a_widget_that_does_not_decode_is_named_and_the_others_converge() {
         .await
         .unwrap();
 
-    let running = Running::start(client.clone(), WidgetController::default());
+    let running = start(client.clone(), WidgetController::default());
     eventually(
         "readiness: the cache synced despite the poisoned widget",
         WAIT,
-        || async { running.health.ready().ok() },
+        || async { running.health().ready().ok() },
     )
     .await;
     eventually("the good widget's child", WAIT, || async {
@@ -258,7 +213,7 @@ async fn a_widget_that_does_not_decode_is_named_and_the_others_converge() {
         note.contains("spec.size") && note.contains("three"),
         "the event names the field and the bad value: {note}"
     );
-    assert_eq!(running.decode_errors(), 1);
+    assert_eq!(running.sum("bonny_decode_errors_total"), 1);
 
     // Another appears while the operator runs; a good widget created after it still converges.
     create_poisoned(&client, "poison-late").await;
@@ -272,7 +227,7 @@ async fn a_widget_that_does_not_decode_is_named_and_the_others_converge() {
     .await;
     let note = decode_failure_of(&client, "poison-late").await;
     assert!(note.contains("spec.size"), "{note}");
-    assert_eq!(running.decode_errors(), 2);
+    assert_eq!(running.sum("bonny_decode_errors_total"), 2);
     assert!(
         configmaps
             .get_opt("poison-early-data")
@@ -280,6 +235,6 @@ async fn a_widget_that_does_not_decode_is_named_and_the_others_converge() {
             .unwrap()
             .is_none()
     );
-    assert!(running.health.ready().is_ok());
+    assert!(running.health().ready().is_ok());
     running.stop().await;
 }
