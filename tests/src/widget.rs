@@ -173,3 +173,26 @@ impl Reconcile<Gadget> for GadgetController {
         Ok(Action::await_change())
     }
 }
+
+/// The Widget controller, watching every ConfigMap (`Config::adopt_existing`) rather than only
+/// the descendants it labelled.
+#[derive(Clone, Default)]
+pub struct AdoptingWidgetController(pub WidgetController);
+
+impl Controller for AdoptingWidgetController {
+    type Resource = Widget;
+
+    fn config(&self) -> Config<Widget> {
+        self.0.config().adopt_existing::<ConfigMap>()
+    }
+}
+
+impl Reconcile<Widget> for AdoptingWidgetController {
+    async fn apply(&self, axn: &mut Axn<Widget>) -> Result<Action, ReconcileError> {
+        self.0.apply(axn).await
+    }
+
+    async fn cleanup(&self, axn: &mut Axn<Widget>) -> Result<Action, ReconcileError> {
+        self.0.cleanup(axn).await
+    }
+}

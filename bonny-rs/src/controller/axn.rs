@@ -22,6 +22,10 @@ pub enum Phase {
     Cleanup,
 }
 
+/// The label every descendant the SDK applies carries, valued with the controller's name: the
+/// owned-kind watches select on it, so objects the SDK did not create are not cached.
+pub const DESCENDANT_LABEL: &str = "bonny.dev/controller";
+
 /// A descendant registered for server-side apply.
 #[derive(Clone, Debug)]
 pub(crate) struct Descendant {
@@ -212,6 +216,16 @@ impl<K: Object> Axn<K> {
         }
         meta.insert("namespace".into(), Value::String(namespace.clone()));
         meta.insert("ownerReferences".into(), serde_json::to_value(vec![owner])?);
+        if let Some(labels) = meta
+            .entry("labels")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()))
+            .as_object_mut()
+        {
+            labels.insert(
+                DESCENDANT_LABEL.into(),
+                Value::String(self.controller.to_string()),
+            );
+        }
         self.descendants.push(Descendant {
             resource: ApiResource::erase::<C>(&()),
             namespace,

@@ -160,6 +160,34 @@ impl<K: Object> Config<K> {
     pub fn concurrency_limit(&self) -> u16 {
         self.concurrency
     }
+
+    /// Watch and cache every object of the owned kind `Child`, not only those carrying this
+    /// controller's [`DESCENDANT_LABEL`](super::DESCENDANT_LABEL) (declares `Child` as owned if
+    /// [`owns`](Self::owns) did not).
+    ///
+    /// By default an owned kind is watched with the selector `bonny.dev/controller=<name>`, so
+    /// that objects the SDK did not apply are neither streamed nor cached. Use this when the
+    /// controller adopts children created before it (or by someone else) and must be woken by
+    /// their changes; it costs memory for every object of the kind in the watched namespaces.
+    pub fn adopt_existing<Child>(mut self) -> Self
+    where
+        Child: Object + Resource<Scope = NamespaceResourceScope>,
+    {
+        let resource = ApiResource::erase::<Child>(&());
+        match self
+            .owns
+            .iter_mut()
+            .find(|owned| owned.resource == resource)
+        {
+            Some(owned) => owned.adopt = true,
+            None => {
+                let mut owned = OwnedKind::of::<Child>();
+                owned.adopt = true;
+                self.owns.push(owned);
+            }
+        }
+        self
+    }
 }
 
 impl<K: Object> fmt::Debug for Config<K> {
@@ -180,6 +208,7 @@ impl<K: Object> fmt::Debug for Config<K> {
 /// A kind of descendant a controller owns and watches.
 pub struct OwnedKind<K: Object> {
     resource: ApiResource,
+    adopt: bool,
     owner: PhantomData<fn() -> K>,
 }
 
@@ -190,6 +219,7 @@ impl<K: Object> OwnedKind<K> {
     {
         Self {
             resource: ApiResource::erase::<Child>(&()),
+            adopt: false,
             owner: PhantomData,
         }
     }
@@ -198,12 +228,19 @@ impl<K: Object> OwnedKind<K> {
     pub fn api_resource(&self) -> &ApiResource {
         &self.resource
     }
+
+    /// Whether every object of the kind is watched, not only the SDK's own descendants (see
+    /// [`Config::adopt_existing`]).
+    pub fn adopts_existing(&self) -> bool {
+        self.adopt
+    }
 }
 
 impl<K: Object> Clone for OwnedKind<K> {
     fn clone(&self) -> Self {
         Self {
             resource: self.resource.clone(),
+            adopt: self.adopt,
             owner: PhantomData,
         }
     }
@@ -214,6 +251,7 @@ impl<K: Object> fmt::Debug for OwnedKind<K> {
         f.debug_struct("OwnedKind")
             .field("api_version", &self.resource.api_version)
             .field("kind", &self.resource.kind)
+            .field("adopt", &self.adopt)
             .finish()
     }
 }

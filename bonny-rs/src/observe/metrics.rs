@@ -44,6 +44,11 @@ struct LeaseLabels {
     name: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: String,
+}
+
 /// The operator's metrics and the registry they live in. Cheap to clone.
 ///
 /// Authors register their own metrics on the same registry with [`Metrics::register`], and
@@ -59,6 +64,7 @@ pub struct Metrics {
     leader_status: Family<LeaseLabels, Gauge>,
     leader_transitions: Family<LeaseLabels, Counter>,
     decode_errors: Family<ControllerLabels, Counter>,
+    cache_objects: Family<CacheLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -89,6 +95,7 @@ impl Metrics {
         let leader_status = Family::<LeaseLabels, Gauge>::default();
         let leader_transitions = Family::<LeaseLabels, Counter>::default();
         let decode_errors = Family::<ControllerLabels, Counter>::default();
+        let cache_objects = Family::<CacheLabels, Gauge>::default();
         registry.register(
             "controller_runtime_reconcile",
             "Total number of reconciliations per controller",
@@ -130,6 +137,12 @@ impl Metrics {
              counted once per object version",
             decode_errors.clone(),
         );
+        registry.register(
+            "bonny_cache_objects",
+            "Objects held by each watch cache of owned kinds, by `<plural>.<group>/<namespace>` \
+             (`*` for all namespaces)",
+            cache_objects.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             reconcile_total,
@@ -140,6 +153,7 @@ impl Metrics {
             leader_status,
             leader_transitions,
             decode_errors,
+            cache_objects,
         }
     }
 
@@ -228,6 +242,17 @@ impl Metrics {
         if leading && was == 0 {
             self.leader_transitions.get_or_create(&labels).inc();
         }
+    }
+}
+
+impl Metrics {
+    /// The watch cache `cache` now holds `objects` objects.
+    pub(crate) fn cache_size(&self, cache: &str, objects: usize) {
+        self.cache_objects
+            .get_or_create(&CacheLabels {
+                cache: cache.to_owned(),
+            })
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
     }
 }
 

@@ -31,7 +31,7 @@ use crate::{
     controller::Controller,
     leader::{Defaults, Election, Elector, LeaderElection},
     observe::{Health, Metrics, server::Server},
-    runtime::{Registered, Registration, RunContext},
+    runtime::{Caches, Registered, Registration, RunContext},
 };
 use controller_set::ControllerSet;
 pub use settings::{Settings, parse_duration};
@@ -68,6 +68,7 @@ pub struct Operator {
     health: Health,
     settings: Settings,
     observer: Option<Observer>,
+    warm_standby: bool,
 }
 
 impl std::fmt::Debug for Operator {
@@ -84,6 +85,7 @@ impl std::fmt::Debug for Operator {
             )
             .field("namespaces", &self.namespaces)
             .field("leader_election", &self.leader.is_some())
+            .field("warm_standby", &self.warm_standby)
             .field("http_addr", &self.http_addr)
             .finish_non_exhaustive()
     }
@@ -180,6 +182,7 @@ impl Operator {
             },
             metrics: self.metrics.clone(),
             health: self.health.clone(),
+            caches: Caches::default(),
             binary: Arc::from(self.binary.as_str()),
         };
         // With leader election, in-flight reconciles get only what the Lease's margin allows,
@@ -193,6 +196,7 @@ impl Operator {
             runtime,
             grace,
             self.observer.clone(),
+            self.warm_standby && elector.is_some(),
         );
         let result = match elector {
             None => {
@@ -223,10 +227,13 @@ impl Operator {
                 });
                 controllers
                     .report_leadership(self.metrics.clone(), elector.lease_name().to_owned());
-                elector
+                controllers.warm_up();
+                let result = elector
                     .run(&mut controllers, stop.clone())
                     .await
-                    .map_err(Error::Leader)
+                    .map_err(Error::Leader);
+                controllers.stop_caches().await;
+                result
             }
         };
         server_stop.cancel();
@@ -265,6 +272,7 @@ pub struct OperatorBuilder {
     http_addr: Option<Option<SocketAddr>>,
     metrics: Option<Metrics>,
     observer: Option<Observer>,
+    warm_standby: Option<bool>,
 }
 
 /// What [`OperatorBuilder::on_controllers`] is told.
@@ -362,6 +370,18 @@ impl OperatorBuilder {
         self
     }
 
+    /// With leader election, keep the caches of a standby replica synced while it waits for
+    /// the Lease (default off; `BONNY_WARM_STANDBY` sets it when the builder does not).
+    ///
+    /// On acquisition the controllers then reconcile from caches already synced, instead of
+    /// listing every object first: a takeover starts at once. It costs each standby the memory
+    /// and watch connections of the leader's caches. Writes are unaffected: they still leave
+    /// only while the Lease is held (standbys only read).
+    pub fn warm_standby(mut self, warm: bool) -> Self {
+        self.warm_standby = Some(warm);
+        self
+    }
+
     /// Check the configuration and build the operator.
     ///
     /// # Errors
@@ -441,6 +461,7 @@ impl OperatorBuilder {
             http_addr,
             metrics: self.metrics.unwrap_or_default(),
             health: Health::default(),
+            warm_standby: self.warm_standby.or(settings.warm_standby).unwrap_or(false),
             settings,
             observer: self.observer,
         })

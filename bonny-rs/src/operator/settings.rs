@@ -13,6 +13,7 @@
 //! | `BONNY_RENEW_DEADLINE` | leader election: renew deadline | `10s` |
 //! | `BONNY_RETRY_PERIOD` | leader election: retry period | `2s` |
 //! | `BONNY_LOG_FORMAT` | `plain` or `json` | `plain` |
+//! | `BONNY_WARM_STANDBY` | leader election: standbys keep their caches synced (`true`/`false`) | `false` |
 //! | `RUST_LOG` | log filter | `info` |
 
 use std::{net::SocketAddr, time::Duration};
@@ -44,6 +45,8 @@ pub struct Settings {
     pub retry_period: Option<Duration>,
     /// `BONNY_LOG_FORMAT`: `plain` or `json`.
     pub log_format: Option<LogFormat>,
+    /// `BONNY_WARM_STANDBY`: `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+    pub warm_standby: Option<bool>,
 }
 
 impl Settings {
@@ -97,6 +100,14 @@ impl Settings {
                 });
             }
         };
+        let warm_standby = match lookup("BONNY_WARM_STANDBY") {
+            None => None,
+            Some(value) => Some(parse_bool(&value).ok_or(Error::InvalidEnv {
+                var: "BONNY_WARM_STANDBY",
+                value,
+                expected: "`true` or `false`",
+            })?),
+        };
         Ok(Self {
             operator_name: lookup("BONNY_OPERATOR_NAME"),
             pod_namespace: lookup("BONNY_POD_NAMESPACE"),
@@ -115,7 +126,16 @@ impl Settings {
             renew_deadline: duration("BONNY_RENEW_DEADLINE")?,
             retry_period: duration("BONNY_RETRY_PERIOD")?,
             log_format,
+            warm_standby,
         })
+    }
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -216,6 +236,25 @@ mod tests {
             .to_string();
         assert!(
             message.contains("BONNY_LOG_FORMAT") && message.contains("json"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn warm_standby_is_a_boolean() {
+        let on = Settings::from_lookup(env(&[("BONNY_WARM_STANDBY", "True")])).expect("valid");
+        assert_eq!(on.warm_standby, Some(true));
+        let off = Settings::from_lookup(env(&[("BONNY_WARM_STANDBY", "0")])).expect("valid");
+        assert_eq!(off.warm_standby, Some(false));
+        assert_eq!(
+            Settings::from_lookup(env(&[])).expect("valid").warm_standby,
+            None
+        );
+        let message = Settings::from_lookup(env(&[("BONNY_WARM_STANDBY", "warm")]))
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            message.contains("BONNY_WARM_STANDBY") && message.contains("true"),
             "{message}"
         );
     }

@@ -1,8 +1,9 @@
 //! The runtime: runs declared controllers on kube-runtime.
 //!
 //! `registration` is the seam the operator holds controllers by; `preflight` checks what
-//! the watches need before they start; `watches` wires one kube-runtime controller per
-//! namespace scope with the owned kinds' caches, fed through `intake` (objects decoded one by
+//! the watches need before they start; `cache` holds the operator's shared, lean owned-kind
+//! caches; `watches` wires one kube-runtime controller per namespace scope on them and on the
+//! reconciled kind's watch, fed through `intake` (objects decoded one by
 //! one with `decode`, vanished objects kept for cleanup); `reconcile` runs one reconcile (events,
 //! error policy, panics) through the `pipeline`, whose stages live in `finalizer`,
 //! `status` and `descendants`. `diff` and `read_your_writes` are pure; `rbac` holds
@@ -10,6 +11,7 @@
 //!
 //! Public here: only what an operator can meet, [`Namespaces`] and [`StartupError`].
 
+mod cache;
 mod decode;
 mod descendants;
 mod diff;
@@ -25,6 +27,7 @@ mod registration;
 mod status;
 mod watches;
 
+pub(crate) use cache::Caches;
 pub use namespaces::Namespaces;
 pub use preflight::StartupError;
 pub(crate) use registration::{Registered, Registration, RunContext};

@@ -445,6 +445,7 @@ mod tests {
         json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "thing-data", "namespace": "default", "uid": "c-1", "resourceVersion": "9",
+                "labels": {"bonny.dev/controller": "thing"},
                 "ownerReferences": [{"apiVersion": "test.bonny.dev/v1", "kind": "Thing", "name": "thing",
                     "uid": "uid-1", "controller": true, "blockOwnerDeletion": true}]},
             "data": {"size": size},
@@ -527,6 +528,7 @@ mod tests {
             },
             metrics: metrics.clone(),
             health: Health::default(),
+            caches: Default::default(),
             binary: Arc::from("thing-operator"),
         };
         let controller = Arc::new(ThingController::default());

@@ -1,6 +1,10 @@
 //! The seam between the operator and its controllers, whatever their resource types.
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{Client, Resource, api::ApiResource, core::crd::MergeError, runtime::events::Reporter};
@@ -8,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    cache::Caches,
     namespaces::Namespaces,
     preflight::{self, StartupError},
     rbac::Kinds,
@@ -32,8 +37,17 @@ pub(crate) trait Registration: Send + Sync {
         binary: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<(), StartupError>> + Send + 'a>>;
 
-    /// Spawns one watch-and-reconcile task per namespace scope into `tasks`; each stops
-    /// taking new work when `shutdown` is cancelled and ends once in-flight reconciles finish.
+    /// Declares the owned kinds in the operator's shared caches (`runtime.caches`), once,
+    /// before any cache starts.
+    fn declare_caches(&self, runtime: &RunContext);
+
+    /// Starts the watches of the reconciled kind (one per namespace scope) into `tasks`, until
+    /// `stop` is cancelled; [`spawn`](Self::spawn) runs controllers on the last ones started.
+    fn start_caches(&self, runtime: &RunContext, stop: &CancellationToken, tasks: &mut JoinSet<()>);
+
+    /// Spawns one reconcile task per namespace scope into `tasks`, fed by the started caches;
+    /// each stops taking new work when `shutdown` is cancelled and ends once in-flight
+    /// reconciles finish.
     fn spawn(&self, runtime: &RunContext, shutdown: &CancellationToken, tasks: &mut JoinSet<()>);
 
     /// The kinds the SDK touches for this controller (its own RBAC needs follow from them).
@@ -54,6 +68,8 @@ pub(crate) struct RunContext {
     pub(crate) reporter: Reporter,
     pub(crate) metrics: Metrics,
     pub(crate) health: Health,
+    /// The operator's shared watch caches of owned kinds.
+    pub(crate) caches: Caches,
     /// The operator's binary, named in hints (`<binary> manifests`).
     pub(crate) binary: Arc<str>,
 }
@@ -64,6 +80,8 @@ pub(crate) struct Registered<C: Controller> {
     config: Arc<Config<C::Resource>>,
     name: String,
     kinds: Kinds,
+    /// The watches of the reconciled kind last started.
+    primaries: Mutex<Vec<watches::Primary<C::Resource>>>,
 }
 
 impl<C: Controller> Registered<C> {
@@ -85,6 +103,7 @@ impl<C: Controller> Registered<C> {
             config: Arc::new(config),
             name,
             kinds,
+            primaries: Mutex::default(),
         }
     }
 }
@@ -103,12 +122,34 @@ impl<C: Controller> Registration for Registered<C> {
         Box::pin(preflight::check(client, namespaces, &self.kinds, binary))
     }
 
+    fn declare_caches(&self, runtime: &RunContext) {
+        watches::declare::<C>(&self.config, &self.name, runtime);
+    }
+
+    fn start_caches(
+        &self,
+        runtime: &RunContext,
+        stop: &CancellationToken,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let started = watches::start_primaries::<C>(&self.config, runtime, stop, tasks);
+        *self
+            .primaries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = started;
+    }
+
     fn spawn(&self, runtime: &RunContext, shutdown: &CancellationToken, tasks: &mut JoinSet<()>) {
+        let primaries = self
+            .primaries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         watches::spawn(
             &self.controller,
             &self.config,
             &self.name,
             runtime,
+            &primaries,
             shutdown,
             tasks,
         );

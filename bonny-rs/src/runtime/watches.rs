@@ -1,13 +1,14 @@
-//! Watch wiring: one kube-runtime controller per namespace scope, fed by a raw watch of the
-//! reconciled kind decoded object by object ([`Intake`]); the owned kinds' watches that trigger
-//! it and fill the caches the descendant stage reads; readiness per scope; and the report of
-//! objects that do not decode.
+//! Watch wiring: the watches of the reconciled kind ([`Primary`], a raw watch decoded object by
+//! object by the [`Intake`]), started with the caches; one kube-runtime controller per
+//! namespace scope fed by them and by the operator's shared owned-kind caches
+//! ([`Caches`](super::cache::Caches)), which also fill the [`OwnedCaches`] the descendant stage
+//! reads; readiness per scope; and the report of objects that do not decode.
 
 use std::{collections::HashMap, sync::Arc};
 
 use futures::{StreamExt, channel::mpsc};
 use kube::{
-    Api, Client,
+    Api,
     api::{ApiResource, DynamicObject},
     runtime::{
         Controller as KubeController, WatchStreamExt,
@@ -23,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
+    cache::{Feed, lean, owner_stub},
     decode::DecodeError,
-    intake::Intake,
+    intake::{Intake, Vanished},
     reconcile::{self, Context},
     registration::RunContext,
 };
@@ -71,46 +73,59 @@ impl std::fmt::Debug for OwnedCaches {
     }
 }
 
-/// Watch `resource` for `controller`, keeping the watched objects in `cache`: one watch both
-/// triggers the owner's reconcile and fills the cache, so an unchanged descendant costs no
-/// request at all.
-fn watch_owned<K: Object>(
-    controller: KubeController<K>,
-    client: Client,
-    namespace: Option<&str>,
-    resource: &ApiResource,
-    cache: &mut OwnedCaches,
-) -> KubeController<K> {
-    let api: Api<DynamicObject> = match namespace {
-        Some(namespace) => Api::namespaced_with(client, namespace, resource),
-        None => Api::all_with(client, resource),
-    };
-    let writer = reflector::store::Writer::new(resource.clone());
-    cache.add(resource.clone(), writer.as_reader());
-    let events = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
-    controller.owns_stream_with(events, resource.clone())
+/// The watch of one namespace scope of a controller's reconciled kind: the raw watch,
+/// decoded object by object ([`Intake`]), filling `store`; each applied object is handed on
+/// through `feed` to the controller running while this replica leads.
+///
+/// Started with the caches, so with warm standby it runs (and stays synced) while the replica
+/// waits for the Lease, and outlives each term of leadership.
+pub(crate) struct Primary<K: Object> {
+    namespace: Option<String>,
+    store: Store<K>,
+    feed: Arc<Feed<K>>,
+    vanished: Arc<Vanished<K>>,
+    /// Decode failures, reported (with an event: a write) only while the controller runs.
+    reports: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<DecodeError>>>,
 }
 
-/// Spawns one watch-and-reconcile task per namespace scope of `C` into `tasks`.
-pub(crate) fn spawn<C: Controller>(
-    controller: &Arc<C>,
-    config: &Arc<crate::controller::Config<C::Resource>>,
+/// The namespace scopes `C` is watched in (`None`: all namespaces); its owned kinds are
+/// watched in the same ones.
+fn scopes<C: Controller>(runtime: &RunContext) -> Vec<Option<String>> {
+    let namespaced = <<C::Resource as kube::Resource>::Scope as Scope>::NAMESPACED;
+    runtime.namespaces.scopes(namespaced)
+}
+
+/// Declares the owned kinds of `C` in the operator's shared caches, per namespace scope.
+pub(crate) fn declare<C: Controller>(
+    config: &crate::controller::Config<C::Resource>,
     name: &str,
     runtime: &RunContext,
-    shutdown: &CancellationToken,
-    tasks: &mut JoinSet<()>,
 ) {
-    let namespaced = <<C::Resource as kube::Resource>::Scope as Scope>::NAMESPACED;
+    for namespace in scopes::<C>(runtime) {
+        for owned in config.owned_kinds() {
+            runtime.caches.declare(
+                owned.api_resource(),
+                namespace.as_deref(),
+                name,
+                owned.adopts_existing(),
+            );
+        }
+    }
+}
+
+/// Starts the watches of `C`'s reconciled kind, one per namespace scope, into `tasks`.
+pub(crate) fn start_primaries<C: Controller>(
+    config: &crate::controller::Config<C::Resource>,
+    runtime: &RunContext,
+    stop: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Vec<Primary<C::Resource>> {
     let resource = ApiResource::erase::<C::Resource>(&());
-    for namespace in runtime.namespaces.scopes(namespaced) {
+    let mut primaries = Vec::new();
+    for namespace in scopes::<C>(runtime) {
         let api: Api<DynamicObject> = match namespace.as_deref() {
-            Some(namespace) if namespaced => {
-                Api::namespaced_with(runtime.client.clone(), namespace, &resource)
-            }
-            _ => Api::all_with(runtime.client.clone(), &resource),
+            Some(namespace) => Api::namespaced_with(runtime.client.clone(), namespace, &resource),
+            None => Api::all_with(runtime.client.clone(), &resource),
         };
         // Objects arrive raw and are decoded one by one, so that one the author's type does
         // not accept is reported and skipped instead of failing every list.
@@ -122,18 +137,74 @@ pub(crate) fn spawn<C: Controller>(
             store.clone(),
             reports,
         );
-        let raw = watcher(api, watcher::Config::default().any_semantic());
-        let objects = reflector::reflector(writer, intake.run(raw, evicted)).applied_objects();
-        let mut kube_controller = KubeController::for_stream(objects, store)
+        let raw = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|object| lean(&mut object.metadata));
+        let events = reflector::reflector(writer, intake.run(raw, evicted))
+            .take_until(stop.clone().cancelled_owned());
+        let feed = Arc::new(Feed::default());
+        let handed = feed.clone();
+        let span = tracing::info_span!("cache", kind = %resource.kind, namespace = namespace.as_deref().unwrap_or("*"));
+        tasks.spawn(
+            async move {
+                let mut events = std::pin::pin!(events);
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+                            handed.publish(&Arc::new(object));
+                        }
+                        Ok(_) => {}
+                        Err(err) => {
+                            tracing::warn!(error = %err, "watch failed; retrying with backoff");
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        primaries.push(Primary {
+            namespace,
+            store,
+            feed,
+            vanished,
+            reports: Arc::new(tokio::sync::Mutex::new(reported)),
+        });
+    }
+    primaries
+}
+
+/// Spawns one reconcile task per namespace scope of `C` into `tasks`, fed by the started
+/// caches: `primaries` (the reconciled kind) and the operator's shared owned-kind caches.
+pub(crate) fn spawn<C: Controller>(
+    controller: &Arc<C>,
+    config: &Arc<crate::controller::Config<C::Resource>>,
+    name: &str,
+    runtime: &RunContext,
+    primaries: &[Primary<C::Resource>],
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) {
+    for primary in primaries {
+        let namespace = primary.namespace.clone();
+        // Subscribed before the snapshot is read: an object changed in between comes twice,
+        // which the scheduler merges, rather than not at all.
+        let touched = primary.feed.subscribe();
+        let known = primary.store.state();
+        let trigger = futures::stream::iter(known).chain(touched);
+        let mut kube_controller = KubeController::for_shared_stream(trigger, primary.store.clone())
             .with_config(ControllerConfig::default().concurrency(config.concurrency_limit()));
         let mut cache = OwnedCaches::default();
         for owned in config.owned_kinds() {
-            kube_controller = watch_owned(
-                kube_controller,
-                runtime.client.clone(),
-                namespace.as_deref(),
-                owned.api_resource(),
-                &mut cache,
+            let resource = owned.api_resource();
+            let Some((store, touched)) = runtime.caches.subscribe(resource, namespace.as_deref())
+            else {
+                tracing::error!(kind = %resource.kind, "no cache was started for an owned kind; its changes will not trigger reconciles");
+                continue;
+            };
+            cache.add(resource.clone(), store);
+            kube_controller = kube_controller.owns_stream_with(
+                touched.map(|object| Ok(owner_stub(&object))),
+                resource.clone(),
             );
         }
         let scope_name = match &namespace {
@@ -149,10 +220,10 @@ pub(crate) fn spawn<C: Controller>(
             runtime,
             Arc::from(name),
             cache,
-            vanished,
+            primary.vanished.clone(),
         ));
         let report = report_decode_failures(
-            reported,
+            primary.reports.clone(),
             Recorder::new(runtime.client.clone(), runtime.reporter.clone()),
             runtime.metrics.clone(),
             name.to_owned(),
@@ -195,11 +266,12 @@ pub(crate) fn spawn<C: Controller>(
 /// Names each object that does not decode: one log line, one Warning event on the object and
 /// one count in `bonny_decode_errors_total`, per object version (the intake sends each once).
 async fn report_decode_failures(
-    mut failures: mpsc::UnboundedReceiver<DecodeError>,
+    failures: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<DecodeError>>>,
     recorder: Recorder,
     metrics: Metrics,
     controller: String,
 ) {
+    let mut failures = failures.lock().await;
     while let Some(failure) = failures.next().await {
         metrics.decode_failed(&controller);
         tracing::warn!(

@@ -1,0 +1,418 @@
+//! The operator's watch caches of owned kinds: one per kind and namespace scope, shared by
+//! every controller of the operator that owns the kind, and lean.
+//!
+//! - **Shared**: controllers declare what they own ([`Caches::declare`]) before anything
+//!   starts; each kind and namespace scope then gets one watch and one store, whose selector is
+//!   the union of its controllers' (`bonny.dev/controller in (a,b)`). Each controller
+//!   subscribes to the objects the watch touched ([`Caches::subscribe`]).
+//! - **Label-selected**: by default only objects carrying a declaring controller's
+//!   [`DESCENDANT_LABEL`] are watched, so objects the SDK did not create are neither streamed
+//!   nor cached. A controller that adopts existing children
+//!   ([`Config::adopt_existing`](crate::controller::Config::adopt_existing)) makes its caches
+//!   watch every object of the kind.
+//! - **Lean**: what the SDK never reads is dropped before an object is cached ([`lean`]).
+//!
+//! kube-runtime's own shared streams (`Writer::new_shared`) need a `Default` dynamic type,
+//! which the erased owned kinds (`DynamicObject`, typed by an `ApiResource`) lack; [`Feed`]
+//! is the small fan-out used instead, for the reconciled kind's caches as well.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
+
+use futures::{StreamExt, channel::mpsc};
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, ObjectMeta},
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, Store},
+        watcher::{self, Event},
+    },
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{controller::DESCENDANT_LABEL, observe::Metrics};
+
+/// The annotation kubectl's client-side apply leaves: a second copy of the object.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from an object's metadata what the SDK never reads, before the object is cached:
+/// `managedFields` (server-side apply's bookkeeping, often most of a small object's size) and
+/// kubectl's last-applied copy of the object.
+pub(crate) fn lean(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// Hands each object a cache's watch touched to every subscriber, in order.
+///
+/// A subscriber that went away is forgotten at the next object. The queues are unbounded so
+/// that a slow controller never holds up the watch (and every other controller behind it);
+/// they hold references to objects, not copies.
+pub(crate) struct Feed<T> {
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<T>>>>,
+}
+
+impl<T> Default for Feed<T> {
+    fn default() -> Self {
+        Self {
+            subscribers: Mutex::default(),
+        }
+    }
+}
+
+impl<T> Feed<T> {
+    fn lock(&self) -> MutexGuard<'_, Vec<mpsc::UnboundedSender<Arc<T>>>> {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The objects touched from now on.
+    pub(crate) fn subscribe(&self) -> mpsc::UnboundedReceiver<Arc<T>> {
+        let (sender, receiver) = mpsc::unbounded();
+        self.lock().push(sender);
+        receiver
+    }
+
+    pub(crate) fn publish(&self, object: &Arc<T>) {
+        self.lock()
+            .retain(|subscriber| subscriber.unbounded_send(object.clone()).is_ok());
+    }
+}
+
+/// Which objects of its kind a shared cache holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Selection {
+    /// Those labelled by one of these controllers.
+    Controllers(BTreeSet<String>),
+    /// All of them: a controller adopts existing children.
+    Everything,
+}
+
+impl Selection {
+    /// The label selector of the watch (`None`: every object).
+    fn selector(&self) -> Option<String> {
+        match self {
+            Self::Everything => None,
+            Self::Controllers(names) => match names.iter().collect::<Vec<_>>().as_slice() {
+                [one] => Some(format!("{DESCENDANT_LABEL}={one}")),
+                many => Some(format!(
+                    "{DESCENDANT_LABEL} in ({})",
+                    many.iter()
+                        .map(|name| name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )),
+            },
+        }
+    }
+
+    fn add(&mut self, controller: &str, adopt: bool) {
+        match self {
+            Self::Everything => {}
+            Self::Controllers(_) if adopt => *self = Self::Everything,
+            Self::Controllers(names) => {
+                names.insert(controller.to_owned());
+            }
+        }
+    }
+}
+
+/// A kind in a namespace scope (`None`: all namespaces).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    resource: ApiResource,
+    namespace: Option<String>,
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ApiResource { plural, group, .. } = &self.resource;
+        let namespace = self.namespace.as_deref().unwrap_or("*");
+        if group.is_empty() {
+            write!(f, "{plural}/{namespace}")
+        } else {
+            write!(f, "{plural}.{group}/{namespace}")
+        }
+    }
+}
+
+/// A started cache: its store and the feed of what its watch touched.
+#[derive(Clone)]
+struct Started {
+    store: Store<DynamicObject>,
+    feed: Arc<Feed<DynamicObject>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    declared: HashMap<Key, Selection>,
+    started: HashMap<Key, Started>,
+}
+
+/// The registry of the operator's owned-kind caches, created once per operator run and shared
+/// by every controller registration. Cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct Caches {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl fmt::Debug for Caches {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.lock();
+        f.debug_map()
+            .entries(
+                inner
+                    .declared
+                    .iter()
+                    .map(|(key, selection)| (key.to_string(), selection.selector())),
+            )
+            .finish()
+    }
+}
+
+impl Caches {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `controller` owns `resource` in `namespace` (`None`: all namespaces); with `adopt`, it
+    /// wants every object of the kind, not only its own descendants. Call before [`start`].
+    ///
+    /// [`start`]: Self::start
+    pub(crate) fn declare(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        controller: &str,
+        adopt: bool,
+    ) {
+        let key = Key {
+            resource: resource.clone(),
+            namespace: namespace.map(str::to_owned),
+        };
+        self.lock()
+            .declared
+            .entry(key)
+            .or_insert_with(|| Selection::Controllers(BTreeSet::new()))
+            .add(controller, adopt);
+    }
+
+    /// Starts one watch per declared cache into `tasks`, each ending when `stop` is cancelled.
+    /// A new start replaces the stores of the previous one.
+    pub(crate) fn start(
+        &self,
+        client: &Client,
+        metrics: &Metrics,
+        stop: &CancellationToken,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let mut inner = self.lock();
+        let declared: Vec<_> = inner
+            .declared
+            .iter()
+            .map(|(key, selection)| (key.clone(), selection.selector()))
+            .collect();
+        for (key, selector) in declared {
+            let api: Api<DynamicObject> = match &key.namespace {
+                Some(namespace) => Api::namespaced_with(client.clone(), namespace, &key.resource),
+                None => Api::all_with(client.clone(), &key.resource),
+            };
+            let mut config = watcher::Config::default().any_semantic();
+            if let Some(selector) = &selector {
+                config = config.labels(selector);
+            }
+            let writer = reflector::store::Writer::new(key.resource.clone());
+            let store = writer.as_reader();
+            let feed = Arc::new(Feed::default());
+            let started = Started {
+                store: store.clone(),
+                feed: feed.clone(),
+            };
+            let name = key.to_string();
+            let span = tracing::info_span!("cache", cache = %name, selector = selector.as_deref().unwrap_or("*"));
+            let events = watcher::watcher(api, config)
+                .default_backoff()
+                .modify(|object| lean(&mut object.metadata))
+                .reflect(writer)
+                .take_until(stop.clone().cancelled_owned());
+            let metrics = metrics.clone();
+            tasks.spawn(
+                async move {
+                    tracing::debug!("owned-kind cache started");
+                    let mut events = std::pin::pin!(events);
+                    while let Some(event) = events.next().await {
+                        match event {
+                            Ok(Event::Apply(object) | Event::Delete(object)) => {
+                                metrics.cache_size(&name, store.len());
+                                feed.publish(&Arc::new(object));
+                            }
+                            Ok(Event::InitApply(object)) => feed.publish(&Arc::new(object)),
+                            Ok(Event::InitDone) => metrics.cache_size(&name, store.len()),
+                            Ok(Event::Init) => {}
+                            Err(err) => {
+                                tracing::warn!(error = %err, "owned-kind watch failed; retrying with backoff");
+                            }
+                        }
+                    }
+                }
+                .instrument(span),
+            );
+            inner.started.insert(key, started);
+        }
+    }
+
+    /// The store of the started cache of `resource` in `namespace`, and the objects its watch
+    /// touches from now on (for `trigger`ing the owners' reconciles).
+    pub(crate) fn subscribe(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+    ) -> Option<(
+        Store<DynamicObject>,
+        mpsc::UnboundedReceiver<Arc<DynamicObject>>,
+    )> {
+        let key = Key {
+            resource: resource.clone(),
+            namespace: namespace.map(str::to_owned),
+        };
+        let inner = self.lock();
+        let started = inner.started.get(&key)?;
+        Some((started.store.clone(), started.feed.subscribe()))
+    }
+
+    /// The declared caches as `(cache, label selector)`, sorted (for logs and tests).
+    #[cfg(test)]
+    fn selectors(&self) -> Vec<(String, Option<String>)> {
+        let mut all: Vec<_> = self
+            .lock()
+            .declared
+            .iter()
+            .map(|(key, selection)| (key.to_string(), selection.selector()))
+            .collect();
+        all.sort();
+        all
+    }
+}
+
+/// What the owner's trigger needs of a touched owned object: its name and owner references
+/// (so that the feed's shared object is not copied whole for every controller).
+pub(crate) fn owner_stub(object: &DynamicObject) -> DynamicObject {
+    DynamicObject {
+        types: object.types.clone(),
+        metadata: ObjectMeta {
+            name: object.metadata.name.clone(),
+            namespace: object.metadata.namespace.clone(),
+            owner_references: object.metadata.owner_references.clone(),
+            ..ObjectMeta::default()
+        },
+        data: serde_json::Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn lean_drops_managed_fields_and_the_last_applied_copy_only() {
+        let mut object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": "a", "namespace": "n", "labels": {"app": "x"},
+                "annotations": {LAST_APPLIED: "{\"big\":true}", "keep": "me"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:k": {}}}}],
+            },
+            "data": {"k": "v"},
+        }))
+        .unwrap();
+        lean(&mut object.metadata);
+        let value = serde_json::to_value(&object).unwrap();
+        assert_eq!(
+            value["metadata"],
+            json!({"name": "a", "namespace": "n", "labels": {"app": "x"},
+                "annotations": {"keep": "me"}})
+        );
+        assert_eq!(value["data"], json!({"k": "v"}));
+    }
+
+    #[test]
+    fn controllers_owning_a_kind_share_one_cache_selecting_all_their_labels() {
+        let caches = Caches::default();
+        let configmaps = ApiResource::erase::<ConfigMap>(&());
+        let deployments = ApiResource::erase::<Deployment>(&());
+        caches.declare(&configmaps, Some("n"), "b", false);
+        caches.declare(&configmaps, Some("n"), "a", false);
+        caches.declare(&configmaps, Some("n"), "a", false);
+        caches.declare(&deployments, Some("n"), "a", false);
+        caches.declare(&configmaps, None, "c", false);
+        assert_eq!(
+            caches.selectors(),
+            [
+                (
+                    "configmaps/*".to_owned(),
+                    Some("bonny.dev/controller=c".to_owned())
+                ),
+                (
+                    "configmaps/n".to_owned(),
+                    Some("bonny.dev/controller in (a,b)".to_owned())
+                ),
+                (
+                    "deployments.apps/n".to_owned(),
+                    Some("bonny.dev/controller=a".to_owned())
+                ),
+            ]
+        );
+        // One controller adopting existing children widens the shared cache to every object.
+        caches.declare(&configmaps, Some("n"), "d", true);
+        caches.declare(&configmaps, Some("n"), "e", false);
+        assert_eq!(caches.selectors()[1], ("configmaps/n".to_owned(), None));
+    }
+
+    #[test]
+    fn a_feed_reaches_every_subscriber_and_forgets_those_gone() {
+        let feed = Feed::<u32>::default();
+        let mut first = feed.subscribe();
+        let second = feed.subscribe();
+        feed.publish(&Arc::new(1));
+        drop(second);
+        feed.publish(&Arc::new(2));
+        assert_eq!(feed.lock().len(), 1);
+        assert_eq!(*first.try_recv().unwrap(), 1);
+        assert_eq!(*first.try_recv().unwrap(), 2);
+    }
+
+    #[test]
+    fn the_owner_stub_keeps_what_the_trigger_reads() {
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": "n", "labels": {"x": "y"},
+                "ownerReferences": [{"apiVersion": "e2e/v1", "kind": "W", "name": "w",
+                    "uid": "u", "controller": true}]},
+            "data": {"k": "v"},
+        }))
+        .unwrap();
+        let stub = owner_stub(&object);
+        assert_eq!(
+            stub.metadata.owner_references,
+            object.metadata.owner_references
+        );
+        assert_eq!(stub.metadata.name.as_deref(), Some("a"));
+        assert!(stub.metadata.labels.is_none());
+        assert!(stub.data.is_null());
+    }
+}

@@ -1,0 +1,482 @@
+//! The SDK's watch caches on a real kube-apiserver: lean (objects the SDK did not create are
+//! neither streamed nor cached), shared (controllers owning one kind open one watch), and warm
+//! (a standby that keeps its caches synced takes over without listing).
+//!
+//! Sizes: `BONNY_E2E_FOREIGN` foreign ConfigMaps of 2 KiB (default 300; the issue's figure is
+//! 2000), `BONNY_E2E_FAILOVER_N` widgets for the failover (default 100; 500 for the figure).
+//! Figures (RSS, failover times, request counts) are printed as `figures: ...` lines.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use bonny::{Operator, observe::Metrics, prelude::*, testing::TestEnv};
+use bonny_e2e::{
+    eventually, init_tracing,
+    widget::{Gadget, GadgetSpec, Widget, WidgetController, widget},
+};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api, CustomResourceExt, ResourceExt,
+    api::{DeleteParams, ListParams, ObjectMeta, PostParams},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    process::{Child, Command},
+};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The tests of this file run one at a time: each starts a control plane and many objects,
+/// and the figures would measure the neighbours.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn size_from_env(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn env() -> TestEnv {
+    init_tracing();
+    let env = TestEnv::start().await.unwrap();
+    env.install_crd(Widget::crd()).await.unwrap();
+    env
+}
+
+/// `count` ConfigMaps of about 2 KiB in `namespace` that no controller created.
+async fn create_foreign(client: &kube::Client, namespace: &str, count: usize) {
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let configmaps = configmaps.clone();
+            async move {
+                let configmap = ConfigMap {
+                    metadata: ObjectMeta {
+                        name: Some(format!("foreign-{i}")),
+                        ..ObjectMeta::default()
+                    },
+                    data: Some([("blob".to_owned(), "x".repeat(2048))].into()),
+                    ..ConfigMap::default()
+                };
+                configmaps.create(&PostParams::default(), &configmap).await
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+}
+
+async fn create_widgets(client: &kube::Client, namespace: &str, count: usize) {
+    let widgets: Api<Widget> = Api::namespaced(client.clone(), namespace);
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let widgets = widgets.clone();
+            async move {
+                widgets
+                    .create(&PostParams::default(), &widget(&format!("w{i}"), 1))
+                    .await
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+}
+
+/// The sum of the samples of `metric` whose labels contain `labels`, in Prometheus text.
+fn sample(text: &str, metric: &str, labels: &str) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|line| line.starts_with(metric) && line.contains(labels))
+        .filter(|line| line[metric.len()..].starts_with(['{', ' ']))
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// A free local port (bound, then released for the replica to bind).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `cache-operator` process.
+struct Replica {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Replica {
+    fn spawn(env: &TestEnv, name: &str, namespace: &str, extra: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let log = env.dir().join(format!("{name}.log"));
+        let stdout = std::fs::File::create(&log).unwrap();
+        let stderr = stdout.try_clone().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cache-operator"));
+        command
+            .env("KUBECONFIG", env.kubeconfig_path())
+            .env("BONNY_POD_NAME", name)
+            .env("BONNY_POD_NAMESPACE", "default")
+            .env("BONNY_WATCH_NAMESPACES", namespace)
+            .env("BONNY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("BONNY_LEASE_DURATION", "3s")
+            .env("BONNY_RENEW_DEADLINE", "2s")
+            .env("BONNY_RETRY_PERIOD", "500ms")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env_remove("BONNY_WARM_STANDBY")
+            .env_remove("ADOPT")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .kill_on_drop(true);
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        Self {
+            child: command.spawn().unwrap(),
+            port,
+            log,
+        }
+    }
+
+    /// The replica's `/metrics`, or `None` while it does not answer.
+    async fn metrics(&self) -> Option<String> {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+    }
+
+    async fn metric(&self, metric: &str, labels: &str) -> Option<f64> {
+        sample(&self.metrics().await?, metric, labels)
+    }
+
+    /// Resident set size in KiB, from `/proc`.
+    fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    async fn kill(&mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Waits until `replica`'s cache of ConfigMaps in `namespace` holds `objects`.
+async fn cache_holds(replica: &Replica, namespace: &str, objects: usize) {
+    let labels = format!("cache=\"configmaps/{namespace}\"");
+    let what = format!("the ConfigMap cache to hold {objects} objects");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let held = replica.metric("bonny_cache_objects", &labels).await;
+        if held == Some(objects as f64) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: it holds {held:?}\n{}",
+            replica.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn foreign_configmaps_are_neither_streamed_nor_cached_and_a_deleted_child_comes_back() {
+    let _serial = SERIAL.lock().await;
+    let foreign = size_from_env("BONNY_E2E_FOREIGN", 300);
+    let env = env().await;
+    let client = env.client();
+    let namespace = "foreign";
+    env.create_namespace(namespace).await.unwrap();
+    create_foreign(&client, namespace, foreign).await;
+    let widgets = 3;
+    create_widgets(&client, namespace, widgets).await;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+
+    // Default: the owned cache selects the controller's label and holds only its children.
+    let mut lean = Replica::spawn(&env, "lean", namespace, &[]);
+    for i in 0..widgets {
+        eventually("a widget's child", WAIT, || async {
+            configmaps.get_opt(&format!("w{i}-data")).await.unwrap()
+        })
+        .await;
+    }
+    cache_holds(&lean, namespace, widgets).await;
+    let lean_rss = lean.rss_kib();
+
+    // A deleted child is re-created: its deletion is in the label-selected watch.
+    let old = configmaps.get("w0-data").await.unwrap();
+    configmaps
+        .delete("w0-data", &DeleteParams::default())
+        .await
+        .unwrap();
+    let new = eventually("the deleted child to come back", WAIT, || async {
+        configmaps
+            .get_opt("w0-data")
+            .await
+            .unwrap()
+            .filter(|child| child.uid() != old.uid())
+    })
+    .await;
+    assert_eq!(
+        new.labels().get(bonny::controller::DESCENDANT_LABEL),
+        Some(&"widget".to_owned())
+    );
+    cache_holds(&lean, namespace, widgets).await;
+    lean.kill().await;
+
+    // Adopting existing children: every ConfigMap of the namespace is watched and cached.
+    let adopting = Replica::spawn(&env, "adopting", namespace, &[("ADOPT", "1")]);
+    // kube-root-ca.crt, which the API server's controller would add, is not there: the
+    // environment runs no controller manager.
+    let all = configmaps
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    cache_holds(&adopting, namespace, all).await;
+    let adopting_rss = adopting.rss_kib();
+    println!(
+        "figures: {foreign} foreign ConfigMaps of 2 KiB + {widgets} widgets: owned cache holds {widgets} \
+         (label-selected) vs {all} (adopt_existing); replica RSS {:.1} MiB vs {:.1} MiB",
+        lean_rss as f64 / 1024.0,
+        adopting_rss as f64 / 1024.0
+    );
+}
+
+/// A controller of Gadgets owning ConfigMaps too: `<name>-gadget`.
+#[derive(Clone, Default)]
+struct GadgetOwner;
+
+impl Controller for GadgetOwner {
+    type Resource = Gadget;
+
+    fn config(&self) -> Config<Gadget> {
+        Config::new().name("gadget").owns::<ConfigMap>()
+    }
+}
+
+impl Reconcile<Gadget> for GadgetOwner {
+    async fn apply(&self, axn: &mut Axn<Gadget>) -> Result<Action, ReconcileError> {
+        axn.register_descendant(ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(format!("{}-gadget", axn.name())),
+                ..ObjectMeta::default()
+            },
+            data: Some([("label".to_owned(), axn.object().spec.label.clone())].into()),
+            ..ConfigMap::default()
+        })?;
+        Ok(Action::await_change())
+    }
+}
+
+#[tokio::test]
+async fn two_controllers_owning_configmaps_share_one_watch() {
+    let _serial = SERIAL.lock().await;
+    let env = env().await;
+    env.install_crd(Gadget::crd()).await.unwrap();
+    let client = env.client();
+    let namespace = "shared";
+    env.create_namespace(namespace).await.unwrap();
+    let metrics = Metrics::new();
+    let operator = Operator::builder()
+        .name("shared-e2e")
+        .client(client.clone())
+        .watch_namespace(namespace)
+        .without_http()
+        .shutdown_timeout(Duration::from_secs(5))
+        .metrics(metrics.clone())
+        .controller(WidgetController::default())
+        .controller(GadgetOwner)
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(operator.run_until(stop.clone()));
+
+    create_widgets(&client, namespace, 2).await;
+    let gadgets: Api<Gadget> = Api::namespaced(client.clone(), namespace);
+    gadgets
+        .create(
+            &PostParams::default(),
+            &Gadget::new("g0", GadgetSpec { label: "hi".into() }),
+        )
+        .await
+        .unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    for name in ["w0-data", "w1-data", "g0-gadget"] {
+        eventually("a child", WAIT, || async {
+            configmaps.get_opt(name).await.unwrap()
+        })
+        .await;
+    }
+    // The shared cache feeds both controllers: each re-creates its own deleted child.
+    for name in ["g0-gadget", "w1-data"] {
+        let old = configmaps.get(name).await.unwrap();
+        configmaps
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually("the deleted child to come back", WAIT, || async {
+            configmaps
+                .get_opt(name)
+                .await
+                .unwrap()
+                .filter(|child| child.uid() != old.uid())
+        })
+        .await;
+    }
+    let cache = format!("cache=\"configmaps/{namespace}\"");
+    eventually(
+        "the shared cache to hold the three children",
+        WAIT,
+        || async {
+            (sample(&metrics.encode(), "bonny_cache_objects", &cache) == Some(3.0)).then_some(())
+        },
+    )
+    .await;
+    stop.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    // The audit log records a watch once it ended: every ConfigMap watch the operator opened.
+    let watches: Vec<String> = env
+        .audit_log()
+        .unwrap()
+        .into_iter()
+        .filter(|record| {
+            record.verb == "watch"
+                && record.resource == "configmaps"
+                && record.namespace == namespace
+        })
+        .map(|record| record.request_uri)
+        .collect();
+    println!("figures: ConfigMap watches of two controllers owning ConfigMaps: {watches:?}");
+    assert_eq!(watches.len(), 1, "{watches:?}");
+    let uri = watches[0].replace("%2F", "/").replace("%2C", ",");
+    assert!(
+        uri.contains("bonny.dev/controller") && uri.contains("gadget,widget"),
+        "the one watch selects both controllers' labels: {uri}"
+    );
+}
+
+/// What one failover measured.
+struct Failover {
+    kill_to_reconcile: Duration,
+    lists_after_kill: u64,
+    standby_rss_kib: u64,
+}
+
+/// Leader `a` converged on `n` widgets, standby `b` waiting; `a` is SIGKILLed and the time
+/// until `b` finished its first reconcile is measured, with the LISTs of widgets in between.
+async fn failover(env: &TestEnv, namespace: &str, n: usize, warm: bool) -> Failover {
+    let mode = if warm { "warm" } else { "cold" };
+    let settings = [("BONNY_WARM_STANDBY", if warm { "true" } else { "false" })];
+    let mut leader = Replica::spawn(env, &format!("{mode}-a"), namespace, &settings);
+    let leading = "leader_election_master_status";
+    let deadline = Instant::now() + WAIT;
+    while leader.metric(leading, "").await != Some(1.0) {
+        assert!(Instant::now() < deadline, "no leader:\n{}", leader.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cache_holds(&leader, namespace, n).await;
+    let standby = Replica::spawn(env, &format!("{mode}-b"), namespace, &settings);
+    let deadline = Instant::now() + WAIT;
+    while standby.metric(leading, "").await != Some(0.0) {
+        assert!(Instant::now() < deadline, "no standby:\n{}", standby.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if warm {
+        cache_holds(&standby, namespace, n).await;
+    }
+    let standby_rss_kib = standby.rss_kib();
+    let lists_before = env.request_count("LIST", "widgets").await.unwrap();
+    let killed = Instant::now();
+    leader.kill().await;
+    let reconciled = "controller_runtime_reconcile_total";
+    let deadline = Instant::now() + WAIT;
+    while standby.metric(reconciled, "").await.unwrap_or(0.0) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the standby never reconciled:\n{}",
+            standby.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let kill_to_reconcile = killed.elapsed();
+    let lists_after_kill = env.request_count("LIST", "widgets").await.unwrap() - lists_before;
+    let mut standby = standby;
+    standby.kill().await;
+    Failover {
+        kill_to_reconcile,
+        lists_after_kill,
+        standby_rss_kib,
+    }
+}
+
+#[tokio::test]
+async fn a_warm_standby_takes_over_without_listing() {
+    let _serial = SERIAL.lock().await;
+    let n = size_from_env("BONNY_E2E_FAILOVER_N", 100);
+    let env = env().await;
+    let client = env.client();
+    let namespace = "failover";
+    env.create_namespace(namespace).await.unwrap();
+    create_widgets(&client, namespace, n).await;
+    let cold = failover(&env, namespace, n, false).await;
+    let warm = failover(&env, namespace, n, true).await;
+    println!(
+        "figures: failover at {n} widgets (lease 3s, retry 500ms): kill to first completed reconcile \
+         cold {:.2}s, warm {:.2}s; LISTs of widgets after the kill cold {}, warm {}; standby RSS \
+         cold {:.1} MiB, warm {:.1} MiB",
+        cold.kill_to_reconcile.as_secs_f64(),
+        warm.kill_to_reconcile.as_secs_f64(),
+        cold.lists_after_kill,
+        warm.lists_after_kill,
+        cold.standby_rss_kib as f64 / 1024.0,
+        warm.standby_rss_kib as f64 / 1024.0,
+    );
+    assert!(
+        cold.lists_after_kill >= 1,
+        "a cold standby lists on takeover"
+    );
+    assert_eq!(
+        warm.lists_after_kill, 0,
+        "a warm standby reconciles from its synced cache"
+    );
+}
