@@ -27,9 +27,10 @@ use super::{
     intake::Intake,
     reconcile::{self, Context},
     registration::RunContext,
+    related,
 };
 use crate::{
-    controller::{Controller, Object, Scope},
+    controller::{Caches, Controller, Object, Scope},
     observe::Metrics,
 };
 
@@ -41,12 +42,25 @@ use crate::{
 #[derive(Default)]
 pub(crate) struct OwnedCaches {
     stores: HashMap<(String, String), (ApiResource, Store<DynamicObject>)>,
+    /// Every cache of the scope (owned and watched kinds), for the author's reads.
+    readable: Arc<Caches>,
 }
 
 impl OwnedCaches {
     /// Serve lookups of `resource` objects from `store`.
     pub(crate) fn add(&mut self, resource: ApiResource, store: Store<DynamicObject>) {
+        self.add_readable(resource.clone(), store.clone());
         self.stores.insert(key(&resource), (resource, store));
+    }
+
+    /// Serve the author's reads (only) of `resource` objects from `store`.
+    pub(crate) fn add_readable(&mut self, resource: ApiResource, store: Store<DynamicObject>) {
+        Arc::make_mut(&mut self.readable).add(resource, store);
+    }
+
+    /// The caches the author reads through `Axn::cache`.
+    pub(crate) fn readable(&self) -> Arc<Caches> {
+        self.readable.clone()
     }
 
     /// The cached copy of a descendant, if its kind is watched and the cache holds it.
@@ -123,7 +137,12 @@ pub(crate) fn spawn<C: Controller>(
             reports,
         );
         let raw = watcher(api, watcher::Config::default().any_semantic());
-        let objects = reflector::reflector(writer, intake.run(raw, evicted)).applied_objects();
+        let (events, related) = related::primary(
+            reflector::reflector(writer, intake.run(raw, evicted)),
+            store.clone(),
+            config,
+        );
+        let objects = events.applied_objects();
         let mut kube_controller = KubeController::for_stream(objects, store)
             .with_config(ControllerConfig::default().concurrency(config.concurrency_limit()));
         let mut cache = OwnedCaches::default();
@@ -136,6 +155,12 @@ pub(crate) fn spawn<C: Controller>(
                 &mut cache,
             );
         }
+        kube_controller = related.watch(
+            kube_controller,
+            &runtime.client,
+            namespace.as_deref(),
+            &mut cache,
+        );
         let scope_name = match &namespace {
             Some(namespace) => format!("{name}/{namespace}"),
             None => name.to_owned(),
