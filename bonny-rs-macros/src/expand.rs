@@ -5,7 +5,9 @@ use proc_macro2::{Literal, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::{Item, ItemStruct, spanned::Spanned};
 
-use crate::attrs::{BackoffAttr, ControllerAttrs, CrdSource, RbacRule};
+use crate::attrs::{
+    BackoffAttr, ControllerAttrs, CrdSource, FilterAttr, MapperAttr, RbacRule, WatchAttr,
+};
 
 /// Expand `#[controller(args)] item`. Errors become `compile_error!`s next to the untouched
 /// item, so that code using the struct does not fail for an unrelated reason.
@@ -61,7 +63,8 @@ pub(crate) fn implementation(attrs: &ControllerAttrs, target: &ItemStruct) -> To
     let resource = &attrs.resource;
     let ident = &target.ident;
     let (impl_generics, type_generics, where_clause) = target.generics.split_for_impl();
-    let calls = config_calls(attrs);
+    let mut calls = config_calls(attrs);
+    calls.extend(related_calls(attrs));
     let crd = crd_body(attrs);
     quote! {
         impl #impl_generics ::bonny::controller::Controller for #ident #type_generics #where_clause {
@@ -123,6 +126,54 @@ fn config_calls(attrs: &ControllerAttrs) -> Vec<TokenStream> {
         calls.push(quote!(.skip_observed_generation()));
     }
     calls
+}
+
+/// `.watches(..)` and `.filter(..)`, after the other calls (the keys came last).
+fn related_calls(attrs: &ControllerAttrs) -> Vec<TokenStream> {
+    let resource = &attrs.resource;
+    let mut calls = Vec::new();
+    for WatchAttr {
+        kind,
+        mapper,
+        filters,
+    } in &attrs.watches
+    {
+        let mapper = match mapper {
+            MapperAttr::Field { path, segments } => {
+                let name = quote!(#path).to_string().replace(' ', "");
+                // Spanned at the path: a field the resource lacks, or one that cannot hold a
+                // name, is reported where it is written.
+                let read = quote_spanned! {path.span()=>
+                    |primary: &#resource| ::bonny::controller::ReferenceField::referenced_name(&primary #(.#segments)*)
+                };
+                quote! {
+                    ::bonny::controller::Mapper::<#resource, #kind>::field(#name, #read)
+                }
+            }
+            MapperAttr::Function(map) => quote_spanned! {map.span()=>
+                ::bonny::controller::Mapper::<#resource, #kind>::function(#map)
+            },
+        };
+        let filters = filters.iter().map(|filter| filter_expr(filter, kind));
+        calls.push(quote!(.watches(#mapper #(.filter(#filters))*)));
+    }
+    for filter in &attrs.filters {
+        let filter = filter_expr(filter, resource);
+        calls.push(quote!(.filter(#filter)));
+    }
+    calls
+}
+
+fn filter_expr(filter: &FilterAttr, kind: &syn::Path) -> TokenStream {
+    let filter_type = quote!(::bonny::controller::Filter::<#kind>);
+    match filter {
+        FilterAttr::Generation => quote!(#filter_type::generation_changed()),
+        FilterAttr::Labels => quote!(#filter_type::labels_changed()),
+        FilterAttr::Annotations => quote!(#filter_type::annotations_changed()),
+        FilterAttr::Changed(changed) => {
+            quote_spanned!(changed.span()=> #filter_type::changed(#changed))
+        }
+    }
 }
 
 fn duration(millis: u64) -> TokenStream {

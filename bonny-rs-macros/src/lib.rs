@@ -69,6 +69,8 @@
 //! | `crd` | `crd = false` for built-in kinds and resources defined elsewhere | `crd()` returns `Ok(None)` |
 //! | `versions` | one type per version: `versions = [v1alpha1::Widget, v1::Widget]` | `crd()` merges their CRDs |
 //! | `storage` | with `versions`, required there: `storage = "v1"` | the version the API server stores |
+//! | `watches` | related kinds, each with `field = spec.source` (a `String`/`Option<String>` field of the resource naming the object in its namespace) or `map = my_fn` (`fn(&Secret) -> impl IntoIterator<Item = ObjectRef<Widget>>`), and optionally `filters = [..]`: `watches = [Secret(field = spec.source)]` | `.watches(Mapper::<Widget, Secret>::field("spec.source", ..))` |
+//! | `filters` | filters on the resource's events: `filters = [generation_changed, labels_changed, annotations_changed, changed(my_fn)]` | `.filter(Filter::generation_changed())`.. |
 //!
 //! Without `crd` or `versions`, `crd()` returns the resource's own CRD, so the resource must
 //! derive `CustomResource`.
@@ -85,6 +87,9 @@
 //!   misspelt one gets a suggestion.
 //! - The finalizer is a domain-qualified name; durations parse and are not zero.
 //! - Unknown and repeated keys, values of the wrong kind, `versions` without `storage`.
+//! - A `watches` field path exists on the resource and holds a name (`String` or
+//!   `Option<String>`); a `map` function takes the related kind and yields references to the
+//!   resource; a `changed(..)` filter compares two objects of its kind.
 //!
 //! Every mistake in one attribute is reported in the same compile, each at the token at fault.
 //!

@@ -60,8 +60,8 @@ pub use tracing;
 /// The names an operator author needs in scope.
 pub mod prelude {
     pub use crate::controller::{
-        Action, Axn, Backoff, Config, Controller, Flow, Phase, Reconcile, ReconcileError, Rule,
-        Step,
+        Action, Axn, Backoff, Config, Controller, Filter, Flow, Mapper, Phase, Reconcile,
+        ReconcileError, Rule, Step,
     };
     pub use crate::operator::Operator;
 }

@@ -24,6 +24,8 @@ pub(super) enum Key {
     Crd,
     Versions,
     Storage,
+    Watches,
+    Filters,
 }
 
 /// Every key with its spelling, in the order of the documentation.
@@ -41,6 +43,8 @@ pub(super) const KEYS: &[(&str, Key)] = &[
     ("crd", Key::Crd),
     ("versions", Key::Versions),
     ("storage", Key::Storage),
+    ("watches", Key::Watches),
+    ("filters", Key::Filters),
 ];
 
 impl Key {

@@ -14,6 +14,7 @@ mod crd;
 mod errors;
 mod keys;
 mod rbac;
+mod related;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -22,7 +23,12 @@ mod values;
 use proc_macro2::{Span, TokenStream};
 use syn::{Error, Expr, LitStr, Path, Token, meta::ParseNestedMeta, parse::Parser};
 
-pub(crate) use self::{backoff::BackoffAttr, crd::CrdSource, rbac::RbacRule};
+pub(crate) use self::{
+    backoff::BackoffAttr,
+    crd::CrdSource,
+    rbac::RbacRule,
+    related::{FilterAttr, MapperAttr, WatchAttr},
+};
 use self::{
     crd::CrdKeys,
     errors::Errors,
@@ -46,6 +52,8 @@ pub(crate) struct ControllerAttrs {
     pub(crate) steps: Vec<Expr>,
     pub(crate) skip_observed_generation: bool,
     pub(crate) crd: CrdSource,
+    pub(crate) watches: Vec<WatchAttr>,
+    pub(crate) filters: Vec<FilterAttr>,
 }
 
 impl ControllerAttrs {
@@ -78,6 +86,8 @@ struct Draft {
     steps: Vec<Expr>,
     skip_observed_generation: bool,
     crd: CrdKeys,
+    watches: Vec<WatchAttr>,
+    filters: Vec<FilterAttr>,
 }
 
 impl Draft {
@@ -136,6 +146,8 @@ impl Draft {
                     values::string(meta, "storage = \"v1\"")?.and_then(validate::non_empty);
                 self.crd.storage = errors.keep(storage);
             }
+            Key::Watches => self.watches = related::watch_list(meta.value()?)?,
+            Key::Filters => self.filters = related::filter_list(meta.value()?)?,
         }
         Ok(())
     }
@@ -163,6 +175,8 @@ impl Draft {
             steps: self.steps,
             skip_observed_generation: self.skip_observed_generation,
             crd,
+            watches: self.watches,
+            filters: self.filters,
         })
     }
 }

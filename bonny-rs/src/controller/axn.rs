@@ -11,7 +11,10 @@ use kube::{
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Action, Object, ReconcileError};
+use super::{
+    Action, Object, ReconcileError,
+    cache::{Cache, Caches},
+};
 
 /// Whether the object is being brought up to date or cleaned up before deletion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +58,8 @@ pub struct Axn<K> {
     after: Vec<AfterProcessed>,
     /// The resource versions this reconcile's own writes of the object produced, in order.
     produced: Vec<String>,
+    /// The watch caches of the owned and watched kinds.
+    caches: Arc<Caches>,
 }
 
 /// What a reconcile asked for, taken out of its [`Axn`] by value once the author's code ran.
@@ -103,7 +108,14 @@ impl<K: Object> Axn<K> {
             events: Vec::new(),
             after: Vec::new(),
             produced: Vec::new(),
+            caches: Arc::default(),
         }
+    }
+
+    /// Serve [`cache`](Self::cache) reads from `caches`.
+    pub(crate) fn with_caches(mut self, caches: Arc<Caches>) -> Self {
+        self.caches = caches;
+        self
     }
 
     /// Everything this reconcile asked for, for the runtime to act on.
@@ -274,6 +286,34 @@ impl<K: Object> Axn<K> {
         self.events
             .push(event(self.phase, type_, reason, note.into()));
         self
+    }
+
+    /// Reads of kind `R` from the controller's watch cache, without a request: get by name,
+    /// list by label selector, list those this object owns. Eventually consistent; see
+    /// [`Cache`] for what that means and the read-your-writes the SDK gives.
+    ///
+    /// ```
+    /// # use bonny::prelude::*;
+    /// # use k8s_openapi::api::core::v1::ConfigMap;
+    /// # #[derive(kube::CustomResource, serde::Serialize, serde::Deserialize, Clone, Debug, schemars::JsonSchema)]
+    /// # #[kube(group = "example.com", version = "v1", kind = "Widget", namespaced)]
+    /// # pub struct WidgetSpec { keep: usize }
+    /// # struct WidgetController;
+    /// # impl Reconcile<Widget> for WidgetController {
+    /// async fn apply(&self, axn: &mut Axn<Widget>) -> Result<Action, ReconcileError> {
+    ///     // `ConfigMap` must be owned (`owns = [ConfigMap]`) or watched (`watches = [..]`).
+    ///     let children = axn.cache::<ConfigMap>()?.owned_by_me();
+    ///     axn.normal_event("Counted", format!("{} children", children.len()));
+    ///     Ok(Action::await_change())
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// When the controller neither owns nor watches `R`; the message names the declaration
+    /// that fixes it.
+    pub fn cache<R: Object>(&self) -> Result<Cache<R>, ReconcileError> {
+        self.caches.cache::<R>(self.object.uid(), &self.controller)
     }
 
     /// Run `callback` once processing of this object ends, with its outcome.

@@ -5,7 +5,7 @@ use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
 use k8s_openapi::NamespaceResourceScope;
 use kube::{Resource, api::ApiResource};
 
-use super::{Backoff, Object, Rule, Step};
+use super::{Backoff, Filter, Mapper, Object, Rule, Step, WatchedKind};
 
 /// How a controller is set up: finalizer, owned kinds, RBAC rules, extra steps, intervals.
 ///
@@ -22,6 +22,8 @@ pub struct Config<K: Object> {
     skip_observed_generation: bool,
     backoff: Backoff,
     concurrency: u16,
+    watches: Vec<WatchedKind<K>>,
+    filters: Vec<Filter<K>>,
 }
 
 impl<K: Object> Default for Config<K> {
@@ -43,6 +45,8 @@ impl<K: Object> Config<K> {
             skip_observed_generation: false,
             backoff: Backoff::default(),
             concurrency: 0,
+            watches: Vec::new(),
+            filters: Vec::new(),
         }
     }
 
@@ -188,6 +192,36 @@ impl<K: Object> Config<K> {
         }
         self
     }
+
+    /// Watch objects of kind `Related`, which the controller does not own: an event on one
+    /// reconciles the primaries `mapper` names for it ([`Mapper::field`], [`Mapper::function`]).
+    /// Adds the RBAC rule (get, list, watch) the watch needs, checked at startup, and makes the
+    /// kind readable with [`Axn::cache`](super::Axn::cache).
+    pub fn watches<Related>(mut self, mapper: Mapper<K, Related>) -> Self
+    where
+        Related: Object + Resource<Scope = NamespaceResourceScope>,
+    {
+        self.watches.push(mapper.into_watched());
+        self
+    }
+
+    /// Reconcile on an event of the reconciled kind only when `filter` passes (several: when
+    /// any of them passes). The first sight of an object and its deletion always pass; the
+    /// periodic [`requeue_after`](Self::requeue_after) and retries are not events and still run.
+    pub fn filter(mut self, filter: Filter<K>) -> Self {
+        self.filters.push(filter);
+        self
+    }
+
+    /// The watched (related) kinds, in the order declared.
+    pub fn watched_kinds(&self) -> &[WatchedKind<K>] {
+        &self.watches
+    }
+
+    /// The filters on the reconciled kind's events.
+    pub fn filters(&self) -> &[Filter<K>] {
+        &self.filters
+    }
 }
 
 impl<K: Object> fmt::Debug for Config<K> {
@@ -201,6 +235,8 @@ impl<K: Object> fmt::Debug for Config<K> {
             .field("requeue_after", &self.requeue_after)
             .field("skip_observed_generation", &self.skip_observed_generation)
             .field("backoff", &self.backoff)
+            .field("watches", &self.watches)
+            .field("filters", &self.filters)
             .finish()
     }
 }

@@ -24,6 +24,7 @@ pub(crate) mod rbac;
 mod read_your_writes;
 mod reconcile;
 mod registration;
+mod related;
 mod status;
 mod watches;
 

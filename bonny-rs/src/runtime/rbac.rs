@@ -16,6 +16,8 @@ pub(crate) struct Kinds {
     pub(crate) finalizer: bool,
     /// The owned kinds, watched and server-side applied.
     pub(crate) owned: Vec<ApiResource>,
+    /// The related kinds, only watched.
+    pub(crate) watched: Vec<ApiResource>,
 }
 
 /// One kind (or subresource) the SDK acts on, with the verbs it uses.
@@ -42,7 +44,8 @@ impl Need {
 }
 
 /// What the SDK does for one controller: watch and patch the resource, write its status,
-/// manage its finalizer, watch and apply the owned kinds. In the order preflight checks them.
+/// manage its finalizer, watch and apply the owned kinds, watch the related kinds. In the order
+/// preflight checks them.
 pub(crate) fn needs(kinds: &Kinds) -> Vec<Need> {
     let mut needs = vec![
         Need {
@@ -70,6 +73,13 @@ pub(crate) fn needs(kinds: &Kinds) -> Vec<Need> {
             verbs: &[
                 "get", "list", "watch", "create", "patch", "update", "delete",
             ],
+        });
+    }
+    for watched in &kinds.watched {
+        needs.push(Need {
+            resource: watched.clone(),
+            subresource: None,
+            verbs: &["get", "list", "watch"],
         });
     }
     needs
@@ -107,7 +117,7 @@ pub(crate) fn resource_name(resource: &ApiResource) -> String {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
     use kube::api::ApiResource;
 
     use super::*;
@@ -129,15 +139,20 @@ mod tests {
             namespaced: true,
             finalizer: true,
             owned: vec![ApiResource::erase::<ConfigMap>(&())],
+            watched: vec![ApiResource::erase::<Secret>(&())],
         };
         let listed: Vec<String> = needs(&kinds)
             .iter()
             .filter(|need| need.is_listed())
             .map(|need| resource_name(&need.resource))
             .collect();
-        assert_eq!(listed, ["widgets.example.com", "configmaps"]);
+        assert_eq!(listed, ["widgets.example.com", "configmaps", "secrets"]);
         let rules = sdk_rules([&kinds], true);
-        assert_eq!(rules.len(), 6, "{rules:#?}");
+        assert_eq!(rules.len(), 7, "{rules:#?}");
+        assert_eq!(
+            rules[4],
+            Rule::new("", ["secrets"], ["get", "list", "watch"])
+        );
         assert_eq!(
             rules[2],
             Rule::new("example.com", ["widgets/finalizers"], ["update"])

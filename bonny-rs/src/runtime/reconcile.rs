@@ -121,7 +121,8 @@ async fn process<C: Controller>(
         return Ok(Action::await_change());
     }
     let object = ctx.written.freshest(reference, seen.clone());
-    let axn = Axn::new(object.clone(), ctx.pipeline.client.clone(), name.clone());
+    let axn = Axn::new(object.clone(), ctx.pipeline.client.clone(), name.clone())
+        .with_caches(ctx.pipeline.cache.readable());
     let Processed {
         result: outcome,
         mut effects,

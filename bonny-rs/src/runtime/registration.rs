@@ -97,6 +97,11 @@ impl<C: Controller> Registered<C> {
                 .iter()
                 .map(|owned| owned.api_resource().clone())
                 .collect(),
+            watched: config
+                .watched_kinds()
+                .iter()
+                .map(|watched| watched.api_resource().clone())
+                .collect(),
         };
         Self {
             controller: Arc::new(controller),

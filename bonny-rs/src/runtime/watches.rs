@@ -29,9 +29,10 @@ use super::{
     intake::{Intake, Vanished},
     reconcile::{self, Context},
     registration::RunContext,
+    related::{self, Related},
 };
 use crate::{
-    controller::{Controller, Object, Scope},
+    controller::{Caches, Controller, Object, Scope},
     observe::Metrics,
 };
 
@@ -43,12 +44,25 @@ use crate::{
 #[derive(Default)]
 pub(crate) struct OwnedCaches {
     stores: HashMap<(String, String), (ApiResource, Store<DynamicObject>)>,
+    /// Every cache of the scope (owned and watched kinds), for the author's reads.
+    readable: Arc<Caches>,
 }
 
 impl OwnedCaches {
     /// Serve lookups of `resource` objects from `store`.
     pub(crate) fn add(&mut self, resource: ApiResource, store: Store<DynamicObject>) {
+        self.add_readable(resource.clone(), store.clone());
         self.stores.insert(key(&resource), (resource, store));
+    }
+
+    /// Serve the author's reads (only) of `resource` objects from `store`.
+    pub(crate) fn add_readable(&mut self, resource: ApiResource, store: Store<DynamicObject>) {
+        Arc::make_mut(&mut self.readable).add(resource, store);
+    }
+
+    /// The caches the author reads through `Axn::cache`.
+    pub(crate) fn readable(&self) -> Arc<Caches> {
+        self.readable.clone()
     }
 
     /// The cached copy of a descendant, if its kind is watched and the cache holds it.
@@ -84,6 +98,8 @@ pub(crate) struct Primary<K: Object> {
     store: Store<K>,
     feed: Arc<Feed<K>>,
     vanished: Arc<Vanished<K>>,
+    /// The related watches and the field indexes this watch keeps up to date.
+    related: Related<K>,
     /// Decode failures, reported (with an event: a write) only while the controller runs.
     reports: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<DecodeError>>>,
 }
@@ -140,8 +156,14 @@ pub(crate) fn start_primaries<C: Controller>(
         let raw = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .modify(|object| lean(&mut object.metadata));
-        let events = reflector::reflector(writer, intake.run(raw, evicted))
-            .take_until(stop.clone().cancelled_owned());
+        // The field indexes of related kinds follow every event; the filters drop those not
+        // worth a reconcile before they are handed on.
+        let (events, related) = related::primary(
+            reflector::reflector(writer, intake.run(raw, evicted)),
+            store.clone(),
+            config,
+        );
+        let events = events.take_until(stop.clone().cancelled_owned());
         let feed = Arc::new(Feed::default());
         let handed = feed.clone();
         let span = tracing::info_span!("cache", kind = %resource.kind, namespace = namespace.as_deref().unwrap_or("*"));
@@ -167,6 +189,7 @@ pub(crate) fn start_primaries<C: Controller>(
             store,
             feed,
             vanished,
+            related,
             reports: Arc::new(tokio::sync::Mutex::new(reported)),
         });
     }
@@ -207,6 +230,14 @@ pub(crate) fn spawn<C: Controller>(
                 resource.clone(),
             );
         }
+        // Related kinds are watched for as long as the controller runs; the indexes that map
+        // their events are kept by the primary's watch, warm with it.
+        kube_controller = primary.related.clone().watch(
+            kube_controller,
+            &runtime.client,
+            namespace.as_deref(),
+            &mut cache,
+        );
         let scope_name = match &namespace {
             Some(namespace) => format!("{name}/{namespace}"),
             None => name.to_owned(),
