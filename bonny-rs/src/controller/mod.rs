@@ -50,7 +50,7 @@ use kube::{Resource, core::crd::MergeError};
 use serde::{Serialize, de::DeserializeOwned};
 
 pub use action::Action;
-pub use axn::{Axn, Phase};
+pub use axn::{Axn, DESCENDANT_LABEL, Phase};
 pub(crate) use axn::{Descendant, Effects};
 pub use backoff::Backoff;
 pub use condition::set_condition;

@@ -445,6 +445,7 @@ mod tests {
         json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "thing-data", "namespace": "default", "uid": "c-1", "resourceVersion": "9",
+                "labels": {"bonny.dev/controller": "thing"},
                 "ownerReferences": [{"apiVersion": "test.bonny.dev/v1", "kind": "Thing", "name": "thing",
                     "uid": "uid-1", "controller": true, "blockOwnerDeletion": true}]},
             "data": {"size": size},
@@ -599,19 +600,28 @@ mod tests {
             "uid-1"
         );
         assert_eq!(writes[1].body["data"]["size"], "3");
+        assert_eq!(
+            writes[1].body["metadata"]["labels"],
+            json!({crate::controller::DESCENDANT_LABEL: "thing"})
+        );
         assert_eq!(writes[2].path, format!("{THING}/status"));
         assert_eq!(writes[2].body, json!({"status": {"size": 3}}));
     }
 
     #[tokio::test]
-    async fn nothing_is_written_when_child_and_status_already_match() {
+    async fn a_child_the_cache_lacks_is_applied_without_asking_first() {
         let controller = ThingController::default();
         let config = controller.config();
         let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        // The API server has it already; the cache has not seen it: one apply, no GET.
         let (result, seen, _) =
             run(controller, config, object, vec![(CHILD, live_child("3"))]).await;
         assert!(result.is_ok());
-        assert!(writes(&seen).is_empty(), "{seen:#?}");
+        assert_eq!(seen.len(), 1, "{seen:#?}");
+        assert_eq!(
+            (seen[0].method.as_str(), seen[0].path.as_str()),
+            ("PATCH", CHILD)
+        );
     }
 
     fn cached(child: Value) -> OwnedCaches {
@@ -637,7 +647,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stale_cache_is_checked_against_the_api_server_before_writing() {
+    async fn a_stale_cache_costs_one_apply_and_no_get() {
         let controller = ThingController::default();
         let config = controller.config();
         let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
@@ -654,8 +664,9 @@ mod tests {
         assert_eq!(seen.len(), 1, "{seen:#?}");
         assert_eq!(
             (seen[0].method.as_str(), seen[0].path.as_str()),
-            ("GET", CHILD)
+            ("PATCH", CHILD)
         );
+        assert_eq!(seen[0].content_type, "application/apply-patch+yaml");
     }
 
     #[tokio::test]
@@ -663,8 +674,14 @@ mod tests {
         let controller = ThingController::default();
         let config = controller.config();
         let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
-        let (result, seen, _) =
-            run(controller, config, object, vec![(CHILD, live_child("999"))]).await;
+        let (result, seen, _) = run_cached(
+            controller,
+            config,
+            object,
+            vec![],
+            cached(live_child("999")),
+        )
+        .await;
         assert_eq!(result.unwrap(), Action::await_change());
         let writes = writes(&seen);
         assert_eq!(writes.len(), 1, "{writes:#?}");
@@ -780,7 +797,7 @@ mod tests {
         let config = controller.config().skip_observed_generation();
         let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
         let (result, seen, controller) =
-            run(controller, config, object, vec![(CHILD, live_child("3"))]).await;
+            run_cached(controller, config, object, vec![], cached(live_child("3"))).await;
         assert_eq!(result.unwrap(), Action::await_change());
         assert_eq!(controller.applies.load(Ordering::SeqCst), 1);
         let writes = writes(&seen);
