@@ -27,6 +27,7 @@ const WORDS: &[&str] = &[
     "crd",
     "versions",
     "storage",
+    "prune",
     "group",
     "resources",
     "verbs",

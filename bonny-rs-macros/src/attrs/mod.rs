@@ -46,6 +46,8 @@ pub(crate) struct ControllerAttrs {
     pub(crate) steps: Vec<Expr>,
     pub(crate) skip_observed_generation: bool,
     pub(crate) crd: CrdSource,
+    /// `prune = true|false`, when given.
+    pub(crate) prune: Option<bool>,
 }
 
 impl ControllerAttrs {
@@ -78,6 +80,7 @@ struct Draft {
     steps: Vec<Expr>,
     skip_observed_generation: bool,
     crd: CrdKeys,
+    prune: Option<bool>,
 }
 
 impl Draft {
@@ -136,6 +139,10 @@ impl Draft {
                     values::string(meta, "storage = \"v1\"")?.and_then(validate::non_empty);
                 self.crd.storage = errors.keep(storage);
             }
+            Key::Prune => {
+                let value: Expr = meta.value()?.parse()?;
+                self.prune = errors.keep(values::boolean(&value, "prune = true"));
+            }
         }
         Ok(())
     }
@@ -163,6 +170,7 @@ impl Draft {
             steps: self.steps,
             skip_observed_generation: self.skip_observed_generation,
             crd,
+            prune: self.prune,
         })
     }
 }

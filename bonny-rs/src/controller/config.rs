@@ -22,6 +22,7 @@ pub struct Config<K: Object> {
     skip_observed_generation: bool,
     backoff: Backoff,
     concurrency: u16,
+    prune: bool,
 }
 
 impl<K: Object> Default for Config<K> {
@@ -43,6 +44,7 @@ impl<K: Object> Config<K> {
             skip_observed_generation: false,
             backoff: Backoff::default(),
             concurrency: 0,
+            prune: false,
         }
     }
 
@@ -114,6 +116,37 @@ impl<K: Object> Config<K> {
         self
     }
 
+    /// Prune descendants of every owned kind: after a successful `apply`, delete the
+    /// descendants of the object that an earlier reconcile registered and this one did not.
+    ///
+    /// Only objects the SDK applied for this object are ever deleted: those in the owned
+    /// kind's watch cache that carry [`DESCENDANT_LABEL`](super::DESCENDANT_LABEL)`=<this
+    /// controller's name>` and an owner reference with `controller: true` to the object's UID.
+    /// An object created by hand, by another controller, or without the label is left alone.
+    /// Each delete carries a precondition on the UID and resource version the cache showed, so
+    /// an object recreated or changed meanwhile is not deleted. A reconcile whose cache holds
+    /// no stale descendant sends nothing. `cleanup` prunes nothing: owner references let the
+    /// garbage collector remove the descendants with the object.
+    ///
+    /// To prune only some kinds, declare them with [`owns_pruned`](Self::owns_pruned).
+    pub fn prune(mut self, prune: bool) -> Self {
+        self.prune = prune;
+        self
+    }
+
+    /// Watch descendants of kind `Child`, as [`owns`](Self::owns), and prune them: descendants
+    /// of this kind registered in an earlier reconcile and not in the last one are deleted (see
+    /// [`prune`](Self::prune) for which objects qualify).
+    pub fn owns_pruned<Child>(mut self) -> Self
+    where
+        Child: Object + Resource<Scope = NamespaceResourceScope>,
+    {
+        let mut owned = OwnedKind::of::<Child>();
+        owned.prune = true;
+        self.owns.push(owned);
+        self
+    }
+
     /// The controller's name: the one set, else the kind in lower case.
     pub fn controller_name(&self) -> String {
         self.name
@@ -160,6 +193,19 @@ impl<K: Object> Config<K> {
     pub fn concurrency_limit(&self) -> u16 {
         self.concurrency
     }
+
+    /// Whether descendants of every owned kind are pruned ([`prune`](Self::prune)).
+    pub fn prunes(&self) -> bool {
+        self.prune
+    }
+
+    /// The owned kinds whose stale descendants are deleted: all of them with
+    /// [`prune`](Self::prune), else those declared with [`owns_pruned`](Self::owns_pruned).
+    pub fn pruned_kinds(&self) -> impl Iterator<Item = &OwnedKind<K>> {
+        self.owns
+            .iter()
+            .filter(move |owned| self.prune || owned.prune)
+    }
 }
 
 impl<K: Object> fmt::Debug for Config<K> {
@@ -173,6 +219,7 @@ impl<K: Object> fmt::Debug for Config<K> {
             .field("requeue_after", &self.requeue_after)
             .field("skip_observed_generation", &self.skip_observed_generation)
             .field("backoff", &self.backoff)
+            .field("prune", &self.prune)
             .finish()
     }
 }
@@ -180,6 +227,7 @@ impl<K: Object> fmt::Debug for Config<K> {
 /// A kind of descendant a controller owns and watches.
 pub struct OwnedKind<K: Object> {
     resource: ApiResource,
+    prune: bool,
     owner: PhantomData<fn() -> K>,
 }
 
@@ -190,6 +238,7 @@ impl<K: Object> OwnedKind<K> {
     {
         Self {
             resource: ApiResource::erase::<Child>(&()),
+            prune: false,
             owner: PhantomData,
         }
     }
@@ -198,12 +247,18 @@ impl<K: Object> OwnedKind<K> {
     pub fn api_resource(&self) -> &ApiResource {
         &self.resource
     }
+
+    /// Whether it was declared with [`Config::owns_pruned`] (see also [`Config::pruned_kinds`]).
+    pub fn is_pruned(&self) -> bool {
+        self.prune
+    }
 }
 
 impl<K: Object> Clone for OwnedKind<K> {
     fn clone(&self) -> Self {
         Self {
             resource: self.resource.clone(),
+            prune: self.prune,
             owner: PhantomData,
         }
     }
@@ -214,6 +269,7 @@ impl<K: Object> fmt::Debug for OwnedKind<K> {
         f.debug_struct("OwnedKind")
             .field("api_version", &self.resource.api_version)
             .field("kind", &self.resource.kind)
+            .field("prune", &self.prune)
             .finish()
     }
 }

@@ -19,7 +19,7 @@ pub(crate) async fn apply(
     client: &Client,
     manager: &str,
     cache: &OwnedCaches,
-    descendants: Vec<Descendant>,
+    descendants: &[Descendant],
 ) -> Result<(), ReconcileError> {
     let params = PatchParams::apply(manager).force();
     for descendant in descendants {
