@@ -125,6 +125,9 @@ fn config_calls(attrs: &ControllerAttrs) -> Vec<TokenStream> {
     if attrs.skip_observed_generation {
         calls.push(quote!(.skip_observed_generation()));
     }
+    if let Some(prune) = attrs.prune {
+        calls.push(quote!(.prune(#prune)));
+    }
     calls
 }
 
@@ -228,6 +231,7 @@ mod tests {
                 concurrency = 4,
                 steps = [SkipPaused, MyStep::new(3)],
                 skip_observed_generation,
+                prune = true,
             },
             quote!(
                 pub struct WidgetController;
@@ -254,6 +258,7 @@ mod tests {
                         .step(SkipPaused)
                         .step(MyStep::new(3))
                         .skip_observed_generation()
+                        .prune(true)
                 }
 
                 fn crd(&self) -> ::core::result::Result<

@@ -33,6 +33,7 @@ const WORDS: &[&str] = &[
     "map",
     "generation_changed",
     "changed",
+    "prune",
     "group",
     "resources",
     "verbs",

@@ -57,6 +57,7 @@ fn step_names<K>(steps: &[std::sync::Arc<dyn Step<K>>]) -> Vec<&'static str> {
     concurrency = 8,
     steps = [Noop, Second],
     skip_observed_generation,
+    prune = true,
 )]
 struct WidgetController;
 
@@ -106,6 +107,8 @@ fn config_follows_the_attribute() {
     assert_eq!(config.concurrency_limit(), 8);
     assert_eq!(step_names(config.steps()), ["Noop", "Second"]);
     assert!(config.skips_observed_generation());
+    assert!(config.prunes());
+    assert_eq!(config.pruned_kinds().count(), 3);
 }
 
 #[test]
@@ -149,6 +152,7 @@ fn crd_false_and_unset_keys() {
     assert_eq!(config.concurrency_limit(), 0);
     assert!(config.steps().is_empty());
     assert!(!config.skips_observed_generation());
+    assert!(!config.prunes());
 }
 
 /// Two versions of one kind, each its own type.

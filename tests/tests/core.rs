@@ -76,6 +76,11 @@ async fn a_widget_gets_its_child_status_event_and_finalizer_and_cleanup_runs_onc
         (owner.kind.as_str(), owner.name.as_str(), owner.controller),
         ("Widget", "w1", Some(true))
     );
+    assert_eq!(
+        child.metadata.labels.unwrap()[bonny::controller::DESCENDANT_LABEL],
+        "widget",
+        "the SDK marks what it applies with the controller's name"
+    );
 
     let live = eventually("the status", WAIT, || async {
         let w = widgets.get("w1").await.unwrap();
@@ -180,6 +185,7 @@ async fn a_reconcile_with_nothing_to_change_writes_nothing() {
     env.create_namespace("noop").await.unwrap();
     let running = Running::start(client.clone(), "noop").await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "noop");
+    let counts_start = env.request_counts().await.unwrap();
     widgets
         .create(&PostParams::default(), &widget("w3", 4))
         .await
@@ -205,6 +211,22 @@ async fn a_reconcile_with_nothing_to_change_writes_nothing() {
 
     let watched = ["widgets", "configmaps", "events"];
     let counts_before = env.request_counts().await.unwrap();
+    // Creating the child: the test never touches ConfigMaps, so these are the SDK's requests.
+    let child_requests = |verb: &str| {
+        counts_before.count(verb, "configmaps") - counts_start.count(verb, "configmaps")
+    };
+    let (created_gets, created_writes) = (
+        child_requests("GET"),
+        counts_before.writes_to(&["configmaps"]) - counts_start.writes_to(&["configmaps"]),
+    );
+    eprintln!(
+        "creating one widget's child: {created_gets} GET, {created_writes} writes to configmaps"
+    );
+    assert_eq!(
+        (created_gets, created_writes),
+        (0, 1),
+        "a child the cache lacks is applied in one request, never fetched first"
+    );
     let before = counts_before.writes_to(&watched);
     let child_gets_before = counts_before.count("GET", "configmaps");
     // A label change reconciles the widget (a write by the test, to `widgets`, counted apart).

@@ -26,6 +26,7 @@ pub(super) enum Key {
     Storage,
     Watches,
     Filters,
+    Prune,
 }
 
 /// Every key with its spelling, in the order of the documentation.
@@ -45,6 +46,7 @@ pub(super) const KEYS: &[(&str, Key)] = &[
     ("storage", Key::Storage),
     ("watches", Key::Watches),
     ("filters", Key::Filters),
+    ("prune", Key::Prune),
 ];
 
 impl Key {

@@ -54,6 +54,8 @@ pub(crate) struct ControllerAttrs {
     pub(crate) crd: CrdSource,
     pub(crate) watches: Vec<WatchAttr>,
     pub(crate) filters: Vec<FilterAttr>,
+    /// `prune = true|false`, when given.
+    pub(crate) prune: Option<bool>,
 }
 
 impl ControllerAttrs {
@@ -88,6 +90,7 @@ struct Draft {
     crd: CrdKeys,
     watches: Vec<WatchAttr>,
     filters: Vec<FilterAttr>,
+    prune: Option<bool>,
 }
 
 impl Draft {
@@ -148,6 +151,10 @@ impl Draft {
             }
             Key::Watches => self.watches = related::watch_list(meta.value()?)?,
             Key::Filters => self.filters = related::filter_list(meta.value()?)?,
+            Key::Prune => {
+                let value: Expr = meta.value()?.parse()?;
+                self.prune = errors.keep(values::boolean(&value, "prune = true"));
+            }
         }
         Ok(())
     }
@@ -177,6 +184,7 @@ impl Draft {
             crd,
             watches: self.watches,
             filters: self.filters,
+            prune: self.prune,
         })
     }
 }

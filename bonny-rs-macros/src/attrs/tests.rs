@@ -41,6 +41,7 @@ fn every_key() {
         skip_observed_generation,
         versions = [v1alpha1::Widget, v1::Widget],
         storage = "v1",
+        prune = true,
     });
     assert_eq!(text(&attrs.resource), "v1 :: Widget");
     assert_eq!(
@@ -71,6 +72,7 @@ fn every_key() {
     );
     assert!(attrs.skip_observed_generation);
     assert!(matches!(attrs.crd, super::CrdSource::Merged { .. }));
+    assert_eq!(attrs.prune, Some(true));
 }
 
 #[test]
@@ -81,6 +83,7 @@ fn only_resource() {
     assert!(attrs.requeue_after.is_none() && attrs.concurrency.is_none());
     assert!(!attrs.skip_observed_generation);
     assert!(matches!(attrs.crd, super::CrdSource::Derived));
+    assert!(attrs.prune.is_none());
 }
 
 #[test]
@@ -129,6 +132,7 @@ fn every_wrong_value_is_reported_at_once() {
             concurrency = "4",
             crd = "no",
             skip_observed_generation = true,
+            prune = "yes",
         }),
         [
             "`finalizer` expects a string, e.g. `finalizer = \"example.com/cleanup\"`",
@@ -137,6 +141,7 @@ fn every_wrong_value_is_reported_at_once() {
             "`concurrency` expects a whole number, e.g. `concurrency = 4` (0 means no limit)",
             "`crd` expects `true` or `false`, e.g. `crd = false`",
             "`skip_observed_generation` is a flag: write it alone, without a value",
+            "`prune` expects `true` or `false`, e.g. `prune = true`",
         ]
     );
 }

@@ -25,8 +25,12 @@ pub enum Phase {
     Cleanup,
 }
 
-/// The label every descendant the SDK applies carries, valued with the controller's name: the
-/// owned-kind watches select on it, so objects the SDK did not create are not cached.
+/// The label every descendant the SDK applies carries, with the applying controller's name as
+/// its value: `bonny.dev/controller=<controller name>`.
+///
+/// It marks what the SDK created, so that pruning ([`Config::prune`](super::Config::prune))
+/// only ever deletes an object this controller applied, and so that the owned-kind watches can
+/// select the controller's own descendants. The author's other labels are kept as given.
 pub const DESCENDANT_LABEL: &str = "bonny.dev/controller";
 
 /// A descendant registered for server-side apply.
@@ -36,6 +40,41 @@ pub(crate) struct Descendant {
     pub(crate) namespace: String,
     pub(crate) name: String,
     pub(crate) body: Value,
+}
+
+/// Puts [`DESCENDANT_LABEL`]`=controller` into a descendant's `metadata.labels`, keeping the
+/// labels it has; the reason when it cannot.
+fn mark(meta: &mut serde_json::Map<String, Value>, controller: &str) -> Result<(), String> {
+    if !bonny_rules::dns::is_qualified_name_part(controller) {
+        return Err(format!(
+            "cannot be labelled {DESCENDANT_LABEL}={controller}: a label value has at most 63 \
+             letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit; \
+             give the controller such a name (`Config::name`, or `name = \"..\"` in the macro)"
+        ));
+    }
+    let labels = meta
+        .entry("labels")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if labels.is_null() {
+        *labels = Value::Object(serde_json::Map::new());
+    }
+    let Some(labels) = labels.as_object_mut() else {
+        return Err("has metadata.labels that is not a map".to_owned());
+    };
+    match labels.get(DESCENDANT_LABEL) {
+        Some(Value::String(set)) if set == controller => Ok(()),
+        Some(set) => Err(format!(
+            "sets the label {DESCENDANT_LABEL}={set}, but the SDK labels it with the name of \
+             the controller that applies it ({controller}); leave that label out"
+        )),
+        None => {
+            labels.insert(
+                DESCENDANT_LABEL.into(),
+                Value::String(controller.to_owned()),
+            );
+            Ok(())
+        }
+    }
 }
 
 /// A callback to run once processing of the object ends, with its outcome.
@@ -175,10 +214,13 @@ impl<K: Object> Axn<K> {
     /// reference to the object and the controller's field manager, unless the live object
     /// already holds every field given here.
     ///
-    /// The descendant goes to the object's namespace unless it names one itself.
+    /// The descendant goes to the object's namespace unless it names one itself. It is
+    /// labelled [`DESCENDANT_LABEL`]`=<controller name>`, beside the labels it already has.
     ///
     /// # Errors
-    /// When the descendant cannot be serialized, has no name, or the object has no UID yet.
+    /// When the descendant cannot be serialized, has no name, or the object has no UID yet;
+    /// when it sets [`DESCENDANT_LABEL`] to another controller's name, or the controller's name
+    /// cannot be a label value.
     pub fn register_descendant<C>(&mut self, descendant: C) -> Result<&mut Self, ReconcileError>
     where
         C: Object + Resource<Scope = NamespaceResourceScope>,
@@ -228,16 +270,9 @@ impl<K: Object> Axn<K> {
         }
         meta.insert("namespace".into(), Value::String(namespace.clone()));
         meta.insert("ownerReferences".into(), serde_json::to_value(vec![owner])?);
-        if let Some(labels) = meta
-            .entry("labels")
-            .or_insert_with(|| Value::Object(serde_json::Map::new()))
-            .as_object_mut()
-        {
-            labels.insert(
-                DESCENDANT_LABEL.into(),
-                Value::String(self.controller.to_string()),
-            );
-        }
+        mark(meta, &self.controller).map_err(|problem| {
+            ReconcileError::msg(format!("the {} descendant {name} {problem}", C::kind(&())))
+        })?;
         self.descendants.push(Descendant {
             resource: ApiResource::erase::<C>(&()),
             namespace,
@@ -335,5 +370,51 @@ impl<K: Object> fmt::Debug for Axn<K> {
             .field("status", &self.status)
             .field("events", &self.events.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::{Value, json};
+
+    use super::{DESCENDANT_LABEL, mark};
+
+    fn meta(value: Value) -> serde_json::Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn the_label_joins_the_authors_labels() {
+        let mut with = meta(json!({"name": "a", "labels": {"app": "web"}}));
+        mark(&mut with, "widget").unwrap();
+        assert_eq!(
+            with["labels"],
+            json!({"app": "web", DESCENDANT_LABEL: "widget"})
+        );
+        for mut without in [meta(json!({"name": "a"})), meta(json!({"labels": null}))] {
+            mark(&mut without, "widget").unwrap();
+            assert_eq!(without["labels"], json!({DESCENDANT_LABEL: "widget"}));
+        }
+    }
+
+    #[test]
+    fn the_label_is_never_taken_from_another_controller() {
+        let mut same = meta(json!({"labels": {DESCENDANT_LABEL: "widget"}}));
+        mark(&mut same, "widget").unwrap();
+        let mut other = meta(json!({"labels": {DESCENDANT_LABEL: "gadget"}}));
+        let err = mark(&mut other, "widget").unwrap_err();
+        assert!(err.contains("leave that label out"), "{err}");
+        assert_eq!(other["labels"][DESCENDANT_LABEL], "gadget");
+    }
+
+    #[test]
+    fn a_controller_name_that_is_no_label_value_is_named() {
+        let err = mark(&mut meta(json!({})), "team/widgets").unwrap_err();
+        assert!(
+            err.contains("team/widgets") && err.contains("Config::name"),
+            "{err}"
+        );
     }
 }

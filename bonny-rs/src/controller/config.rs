@@ -24,6 +24,7 @@ pub struct Config<K: Object> {
     concurrency: u16,
     watches: Vec<WatchedKind<K>>,
     filters: Vec<Filter<K>>,
+    prune: bool,
 }
 
 impl<K: Object> Default for Config<K> {
@@ -47,6 +48,7 @@ impl<K: Object> Config<K> {
             concurrency: 0,
             watches: Vec::new(),
             filters: Vec::new(),
+            prune: false,
         }
     }
 
@@ -115,6 +117,37 @@ impl<K: Object> Config<K> {
     /// is never reconciled twice at the same time.
     pub fn concurrency(mut self, concurrency: u16) -> Self {
         self.concurrency = concurrency;
+        self
+    }
+
+    /// Prune descendants of every owned kind: after a successful `apply`, delete the
+    /// descendants of the object that an earlier reconcile registered and this one did not.
+    ///
+    /// Only objects the SDK applied for this object are ever deleted: those in the owned
+    /// kind's watch cache that carry [`DESCENDANT_LABEL`](super::DESCENDANT_LABEL)`=<this
+    /// controller's name>` and an owner reference with `controller: true` to the object's UID.
+    /// An object created by hand, by another controller, or without the label is left alone.
+    /// Each delete carries a precondition on the UID and resource version the cache showed, so
+    /// an object recreated or changed meanwhile is not deleted. A reconcile whose cache holds
+    /// no stale descendant sends nothing. `cleanup` prunes nothing: owner references let the
+    /// garbage collector remove the descendants with the object.
+    ///
+    /// To prune only some kinds, declare them with [`owns_pruned`](Self::owns_pruned).
+    pub fn prune(mut self, prune: bool) -> Self {
+        self.prune = prune;
+        self
+    }
+
+    /// Watch descendants of kind `Child`, as [`owns`](Self::owns), and prune them: descendants
+    /// of this kind registered in an earlier reconcile and not in the last one are deleted (see
+    /// [`prune`](Self::prune) for which objects qualify).
+    pub fn owns_pruned<Child>(mut self) -> Self
+    where
+        Child: Object + Resource<Scope = NamespaceResourceScope>,
+    {
+        let mut owned = OwnedKind::of::<Child>();
+        owned.prune = true;
+        self.owns.push(owned);
         self
     }
 
@@ -222,6 +255,19 @@ impl<K: Object> Config<K> {
     pub fn filters(&self) -> &[Filter<K>] {
         &self.filters
     }
+
+    /// Whether descendants of every owned kind are pruned ([`prune`](Self::prune)).
+    pub fn prunes(&self) -> bool {
+        self.prune
+    }
+
+    /// The owned kinds whose stale descendants are deleted: all of them with
+    /// [`prune`](Self::prune), else those declared with [`owns_pruned`](Self::owns_pruned).
+    pub fn pruned_kinds(&self) -> impl Iterator<Item = &OwnedKind<K>> {
+        self.owns
+            .iter()
+            .filter(move |owned| self.prune || owned.prune)
+    }
 }
 
 impl<K: Object> fmt::Debug for Config<K> {
@@ -237,6 +283,7 @@ impl<K: Object> fmt::Debug for Config<K> {
             .field("backoff", &self.backoff)
             .field("watches", &self.watches)
             .field("filters", &self.filters)
+            .field("prune", &self.prune)
             .finish()
     }
 }
@@ -245,6 +292,7 @@ impl<K: Object> fmt::Debug for Config<K> {
 pub struct OwnedKind<K: Object> {
     resource: ApiResource,
     adopt: bool,
+    prune: bool,
     owner: PhantomData<fn() -> K>,
 }
 
@@ -256,6 +304,7 @@ impl<K: Object> OwnedKind<K> {
         Self {
             resource: ApiResource::erase::<Child>(&()),
             adopt: false,
+            prune: false,
             owner: PhantomData,
         }
     }
@@ -270,6 +319,11 @@ impl<K: Object> OwnedKind<K> {
     pub fn adopts_existing(&self) -> bool {
         self.adopt
     }
+
+    /// Whether it was declared with [`Config::owns_pruned`] (see also [`Config::pruned_kinds`]).
+    pub fn is_pruned(&self) -> bool {
+        self.prune
+    }
 }
 
 impl<K: Object> Clone for OwnedKind<K> {
@@ -277,6 +331,7 @@ impl<K: Object> Clone for OwnedKind<K> {
         Self {
             resource: self.resource.clone(),
             adopt: self.adopt,
+            prune: self.prune,
             owner: PhantomData,
         }
     }
@@ -288,6 +343,7 @@ impl<K: Object> fmt::Debug for OwnedKind<K> {
             .field("api_version", &self.resource.api_version)
             .field("kind", &self.resource.kind)
             .field("adopt", &self.adopt)
+            .field("prune", &self.prune)
             .finish()
     }
 }

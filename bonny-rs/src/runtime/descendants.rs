@@ -1,5 +1,6 @@
-//! The descendant stage: server-side apply the registered descendants whose live copy lacks a
-//! declared field. The watch cache answers first; the API server only when the cache differs.
+//! The descendant stage: server-side apply the registered descendants whose cached copy lacks
+//! a declared field. The watch cache is the only check: a server-side apply creates or updates
+//! in one request, so asking the API server first would only add a request.
 
 use kube::{
     Api, Client,
@@ -9,12 +10,16 @@ use kube::{
 use super::{diff::contains, watches::OwnedCaches};
 use crate::controller::{Descendant, ReconcileError};
 
-/// Applies `descendants` with field manager `manager`, skipping those already in place.
+/// Applies `descendants` with field manager `manager`, skipping those the cache shows in place.
+///
+/// A descendant the cache lacks (not created yet, or not seen yet) or shows differently (it
+/// drifted, or the cache lags) is applied at once: one request either way. When the cache
+/// merely lagged, the apply changes nothing on the server.
 pub(crate) async fn apply(
     client: &Client,
     manager: &str,
     cache: &OwnedCaches,
-    descendants: Vec<Descendant>,
+    descendants: &[Descendant],
 ) -> Result<(), ReconcileError> {
     let params = PatchParams::apply(manager).force();
     for descendant in descendants {
@@ -26,14 +31,8 @@ pub(crate) async fn apply(
         if cached.is_some_and(|live| contains(&live, &descendant.body)) {
             continue;
         }
-        // Not cached, or the cache (which may lag) differs: ask the API server.
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &descendant.namespace, &descendant.resource);
-        if let Some(live) = api.get_opt(&descendant.name).await?
-            && contains(&serde_json::to_value(&live)?, &descendant.body)
-        {
-            continue;
-        }
         tracing::debug!(kind = %descendant.resource.kind, name = %descendant.name, "applying descendant");
         api.patch(&descendant.name, &params, &Patch::Apply(&descendant.body))
             .await?;

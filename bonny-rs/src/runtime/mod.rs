@@ -6,7 +6,7 @@
 //! reconciled kind's watch, fed through `intake` (objects decoded one by
 //! one with `decode`, vanished objects kept for cleanup); `reconcile` runs one reconcile (events,
 //! error policy, panics) through the `pipeline`, whose stages live in `finalizer`,
-//! `status` and `descendants`. `diff` and `read_your_writes` are pure; `rbac` holds
+//! `status`, `descendants` and `prune`. `diff` and `read_your_writes` are pure; `rbac` holds
 //! the SDK's own RBAC needs, used by preflight and by the manifests.
 //!
 //! Public here: only what an operator can meet, [`Namespaces`] and [`StartupError`].
@@ -20,6 +20,7 @@ mod intake;
 mod namespaces;
 mod pipeline;
 mod preflight;
+mod prune;
 pub(crate) mod rbac;
 mod read_your_writes;
 mod reconcile;

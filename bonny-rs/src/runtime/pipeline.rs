@@ -8,13 +8,16 @@
 use std::{panic::AssertUnwindSafe, sync::Arc};
 
 use futures::FutureExt;
-use kube::{Client, Resource};
+use kube::{Client, Resource, api::ApiResource};
 use tracing::Instrument;
 
 use super::{
-    descendants, finalizer, intake::Vanished, reconcile::panicked, status, watches::OwnedCaches,
+    descendants, finalizer, intake::Vanished, prune, reconcile::panicked, status,
+    watches::OwnedCaches,
 };
-use crate::controller::{Action, Axn, Config, Controller, Effects, Flow, Phase, ReconcileError};
+use crate::controller::{
+    Action, Axn, Config, Controller, Effects, Flow, OwnedKind, Phase, ReconcileError,
+};
 
 /// One stage of the reconcile pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +33,9 @@ pub(crate) enum Stage {
     Reconcile,
     /// Server-side apply the registered descendants, after a successful `apply`.
     Descendants,
+    /// Delete the descendants of pruned kinds an earlier `apply` registered and this one did
+    /// not ([`prune`]; opt-in). Not after `cleanup`: garbage collection takes them then.
+    Prune,
     /// Write the status the reconcile set (also after a halt, and after a failed reconcile).
     Status,
     /// Remove the finalizer once `cleanup` succeeded.
@@ -37,12 +43,13 @@ pub(crate) enum Stage {
 }
 
 /// The pipeline, in order. Events are published and `after_processed` callbacks run after it.
-pub(crate) const STAGES: [Stage; 7] = [
+pub(crate) const STAGES: [Stage; 8] = [
     Stage::Finalizer,
     Stage::SkipObservedGeneration,
     Stage::AuthorSteps,
     Stage::Reconcile,
     Stage::Descendants,
+    Stage::Prune,
     Stage::Status,
     Stage::RemoveFinalizer,
 ];
@@ -52,7 +59,7 @@ impl Stage {
     const fn on_effects(self) -> bool {
         matches!(
             self,
-            Self::Descendants | Self::Status | Self::RemoveFinalizer
+            Self::Descendants | Self::Prune | Self::Status | Self::RemoveFinalizer
         )
     }
 }
@@ -86,6 +93,8 @@ pub(crate) struct Pipeline<C: Controller> {
     pub(crate) name: Arc<str>,
     pub(crate) cache: OwnedCaches,
     pub(crate) vanished: Arc<Vanished<C::Resource>>,
+    /// The descendants pruned whose deletion the cache has not shown yet.
+    pub(crate) pruned: prune::Pruned,
 }
 
 impl<C: Controller> Pipeline<C> {
@@ -141,7 +150,9 @@ impl<C: Controller> Pipeline<C> {
                     Err(err) => Progress::ReconcileFailed(err),
                 };
             }
-            Stage::Descendants | Stage::Status | Stage::RemoveFinalizer => Ok(Flow::Continue),
+            Stage::Descendants | Stage::Prune | Stage::Status | Stage::RemoveFinalizer => {
+                Ok(Flow::Continue)
+            }
         };
         match flow {
             Ok(Flow::Continue) => Progress::Going,
@@ -183,8 +194,31 @@ impl<C: Controller> Pipeline<C> {
     ) -> Progress {
         let done = match (stage, &progress) {
             (Stage::Descendants, Progress::Reconciled(_)) if effects.phase == Phase::Apply => {
-                let registered = std::mem::take(&mut effects.descendants);
-                descendants::apply(&self.client, &self.name, &self.cache, registered).await
+                descendants::apply(&self.client, &self.name, &self.cache, &effects.descendants)
+                    .await
+            }
+            (Stage::Prune, Progress::Reconciled(_)) if effects.phase == Phase::Apply => {
+                let kinds: Vec<&ApiResource> = self
+                    .config
+                    .pruned_kinds()
+                    .map(OwnedKind::api_resource)
+                    .collect();
+                match effects.object.meta().uid.as_deref() {
+                    Some(owner) if !kinds.is_empty() => {
+                        prune::prune(
+                            &self.client,
+                            &self.name,
+                            &self.cache,
+                            &self.pruned,
+                            &kinds,
+                            owner,
+                            &effects.descendants,
+                        )
+                        .await
+                    }
+                    // No pruned kind, or an object without a UID (which owns nothing).
+                    _ => Ok(()),
+                }
             }
             (Stage::Status, Progress::Halted(_)) => {
                 status::write(
@@ -495,6 +529,7 @@ mod tests {
             name: Arc::from("thing"),
             cache,
             vanished: Arc::new(Vanished::new(futures::channel::mpsc::unbounded().0)),
+            pruned: prune::Pruned::default(),
         };
         let axn = Axn::new(Arc::new(object), client, pipeline.name.clone());
         let Processed { result, .. } = pipeline.run(axn).await;
@@ -601,30 +636,200 @@ mod tests {
             "uid-1"
         );
         assert_eq!(writes[1].body["data"]["size"], "3");
+        assert_eq!(
+            writes[1].body["metadata"]["labels"],
+            json!({crate::controller::DESCENDANT_LABEL: "thing"})
+        );
         assert_eq!(writes[2].path, format!("{THING}/status"));
         assert_eq!(writes[2].body, json!({"status": {"size": 3}}));
     }
 
     #[tokio::test]
-    async fn nothing_is_written_when_child_and_status_already_match() {
+    async fn a_child_the_cache_lacks_is_applied_without_asking_first() {
         let controller = ThingController::default();
         let config = controller.config();
         let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        // The API server has it already; the cache has not seen it: one apply, no GET.
         let (result, seen, _) =
             run(controller, config, object, vec![(CHILD, live_child("3"))]).await;
         assert!(result.is_ok());
-        assert!(writes(&seen).is_empty(), "{seen:#?}");
+        assert_eq!(seen.len(), 1, "{seen:#?}");
+        assert_eq!(
+            (seen[0].method.as_str(), seen[0].path.as_str()),
+            ("PATCH", CHILD)
+        );
     }
 
     fn cached(child: Value) -> OwnedCaches {
+        cached_all(vec![child])
+    }
+
+    fn cached_all(children: Vec<Value>) -> OwnedCaches {
         let resource = ApiResource::erase::<ConfigMap>(&());
         let mut writer = Writer::<DynamicObject>::new(resource.clone());
-        writer.apply_watcher_event(&watcher::Event::Apply(
-            serde_json::from_value(child).unwrap(),
-        ));
+        for child in children {
+            writer.apply_watcher_event(&watcher::Event::Apply(
+                serde_json::from_value(child).unwrap(),
+            ));
+        }
         let mut cache = OwnedCaches::default();
         cache.add(resource, writer.as_reader());
         cache
+    }
+
+    /// A ConfigMap owned by the thing (as controller), named `name`, with `labels`.
+    fn look_alike(name: &str, labels: Value) -> Value {
+        let mut child = live_child("1");
+        child["metadata"]["name"] = json!(name);
+        child["metadata"]["uid"] = json!(format!("uid-{name}"));
+        child["metadata"]["labels"] = labels;
+        child
+    }
+
+    const OLD: &str = "/api/v1/namespaces/default/configmaps/thing-old";
+
+    /// The registered child in place, plus an old descendant of ours and look-alikes that
+    /// are not ours to delete.
+    fn children_with_stale_ones() -> Vec<Value> {
+        vec![
+            live_child("3"),
+            look_alike(
+                "thing-old",
+                json!({crate::controller::DESCENDANT_LABEL: "thing"}),
+            ),
+            look_alike("by-hand", json!({"app": "thing"})),
+            look_alike(
+                "other",
+                json!({crate::controller::DESCENDANT_LABEL: "gadget"}),
+            ),
+        ]
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_only_our_unregistered_descendant_with_preconditions() {
+        let controller = ThingController::default();
+        let config = controller.config().prune(true);
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let stale = look_alike(
+            "thing-old",
+            json!({crate::controller::DESCENDANT_LABEL: "thing"}),
+        );
+        let (result, seen, _) = run_cached(
+            controller,
+            config,
+            object,
+            vec![(OLD, stale)],
+            cached_all(children_with_stale_ones()),
+        )
+        .await;
+        assert_eq!(result.unwrap(), Action::await_change());
+        assert_eq!(seen.len(), 1, "{seen:#?}");
+        assert_eq!(
+            (seen[0].method.as_str(), seen[0].path.as_str()),
+            ("DELETE", OLD)
+        );
+        assert_eq!(
+            seen[0].body["preconditions"],
+            json!({"uid": "uid-thing-old", "resourceVersion": "9"})
+        );
+        assert_eq!(seen[0].body["propagationPolicy"], "Background");
+    }
+
+    #[tokio::test]
+    async fn without_pruning_or_with_nothing_stale_nothing_is_deleted() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let (result, seen, _) = run_cached(
+            controller,
+            config,
+            object.clone(),
+            vec![],
+            cached_all(children_with_stale_ones()),
+        )
+        .await;
+        assert!(result.is_ok());
+        assert!(seen.is_empty(), "not pruned: {seen:#?}");
+
+        let controller = ThingController::default();
+        let config = controller.config().prune(true);
+        let (result, seen, _) =
+            run_cached(controller, config, object, vec![], cached(live_child("3"))).await;
+        assert!(result.is_ok());
+        assert!(
+            seen.is_empty(),
+            "a no-op reconcile sends nothing: {seen:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_descendant_gone_meanwhile_is_skipped() {
+        let controller = ThingController::default();
+        let config = controller.config().prune(true);
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        // The API server no longer has it (404): the reconcile still succeeds.
+        let (result, seen, _) = run_cached(
+            controller,
+            config,
+            object,
+            vec![(OLD, Value::Null)],
+            cached_all(children_with_stale_ones()),
+        )
+        .await;
+        assert_eq!(result.unwrap(), Action::await_change());
+        assert_eq!(seen.len(), 1, "{seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn cleanup_prunes_nothing() {
+        let controller = ThingController::default();
+        let config = controller.config().prune(true);
+        let object = thing(&["test.bonny.dev/cleanup"], true, Some(3));
+        let (result, seen, controller) = run_cached(
+            controller,
+            config,
+            object,
+            vec![],
+            cached_all(children_with_stale_ones()),
+        )
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(controller.cleanups.load(Ordering::SeqCst), 1);
+        assert!(
+            seen.iter().all(|s| s.method != "DELETE"),
+            "garbage collection takes the descendants: {seen:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_kind_declared_with_owns_pruned_is_pruned_alone() {
+        let controller = ThingController::default();
+        let config = Config::<Thing>::new()
+            .finalizer("test.bonny.dev/cleanup")
+            .owns_pruned::<ConfigMap>()
+            .owns::<k8s_openapi::api::core::v1::Secret>();
+        let pruned: Vec<_> = config
+            .pruned_kinds()
+            .map(|kind| kind.api_resource().kind.clone())
+            .collect();
+        assert_eq!(pruned, ["ConfigMap"]);
+        assert!(!config.prunes());
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let stale = look_alike(
+            "thing-old",
+            json!({crate::controller::DESCENDANT_LABEL: "thing"}),
+        );
+        let (result, seen, _) = run_cached(
+            controller,
+            config,
+            object,
+            vec![(OLD, stale)],
+            cached_all(children_with_stale_ones()),
+        )
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(seen.len(), 1, "{seen:#?}");
+        assert_eq!(seen[0].method, "DELETE");
     }
 
     #[tokio::test]
@@ -639,7 +844,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stale_cache_is_checked_against_the_api_server_before_writing() {
+    async fn a_stale_cache_costs_one_apply_and_no_get() {
         let controller = ThingController::default();
         let config = controller.config();
         let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
@@ -656,8 +861,9 @@ mod tests {
         assert_eq!(seen.len(), 1, "{seen:#?}");
         assert_eq!(
             (seen[0].method.as_str(), seen[0].path.as_str()),
-            ("GET", CHILD)
+            ("PATCH", CHILD)
         );
+        assert_eq!(seen[0].content_type, "application/apply-patch+yaml");
     }
 
     #[tokio::test]
@@ -665,8 +871,14 @@ mod tests {
         let controller = ThingController::default();
         let config = controller.config();
         let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
-        let (result, seen, _) =
-            run(controller, config, object, vec![(CHILD, live_child("999"))]).await;
+        let (result, seen, _) = run_cached(
+            controller,
+            config,
+            object,
+            vec![],
+            cached(live_child("999")),
+        )
+        .await;
         assert_eq!(result.unwrap(), Action::await_change());
         let writes = writes(&seen);
         assert_eq!(writes.len(), 1, "{writes:#?}");
@@ -782,7 +994,7 @@ mod tests {
         let config = controller.config().skip_observed_generation();
         let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
         let (result, seen, controller) =
-            run(controller, config, object, vec![(CHILD, live_child("3"))]).await;
+            run_cached(controller, config, object, vec![], cached(live_child("3"))).await;
         assert_eq!(result.unwrap(), Action::await_change());
         assert_eq!(controller.applies.load(Ordering::SeqCst), 1);
         let writes = writes(&seen);

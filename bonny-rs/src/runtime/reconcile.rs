@@ -59,6 +59,7 @@ impl<C: Controller> Context<C> {
                 name,
                 cache,
                 vanished: vanished.clone(),
+                pruned: Default::default(),
             },
             recorder: Recorder::new(runtime.client.clone(), runtime.reporter.clone()),
             failures: Mutex::default(),

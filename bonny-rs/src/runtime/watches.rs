@@ -75,6 +75,14 @@ impl OwnedCaches {
         value["kind"] = Value::String(resource.kind.clone());
         Some(value)
     }
+
+    /// Every cached object of `resource`'s kind; none when the kind is not watched.
+    pub(crate) fn list(&self, resource: &ApiResource) -> Vec<Arc<DynamicObject>> {
+        self.stores
+            .get(&key(resource))
+            .map(|(_, store)| store.state())
+            .unwrap_or_default()
+    }
 }
 
 fn key(resource: &ApiResource) -> (String, String) {
