@@ -18,6 +18,7 @@ mod intake;
 mod namespaces;
 mod pipeline;
 mod preflight;
+mod queue;
 pub(crate) mod rbac;
 mod read_your_writes;
 mod reconcile;

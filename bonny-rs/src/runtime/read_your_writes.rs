@@ -3,9 +3,16 @@
 //! finalizer patch before the status write), reconcile the object as our last write returned it.
 //! Otherwise a reconcile triggered before the watch caught up would write the same status (and
 //! publish the same event) again. Pure memory, no I/O.
+//!
+//! Both memories are bounded and cost O(1) amortised per reconcile: entries expire through a
+//! time-ordered queue (each expiry check looks only at the oldest entries), an object that is
+//! gone is dropped at once, and past [`MAX_ENTRIES`] the oldest are dropped early (which costs
+//! at worst one repeated write, never a wrong one).
 
 use std::{
-    collections::HashMap,
+    borrow::Borrow,
+    collections::{HashMap, VecDeque},
+    hash::Hash,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -16,20 +23,87 @@ use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
 /// milliseconds, and an object deleted without a final reconcile must not be kept forever.
 const TTL: Duration = Duration::from_secs(60);
 
+/// The most entries either memory keeps (and expiry records it queues).
+const MAX_ENTRIES: usize = 1 << 16;
+
+/// A map whose entries expire `TTL` after their last insert, oldest first: each call costs
+/// O(1) amortised, whatever the number of entries.
+struct Expiring<Key, Value> {
+    entries: HashMap<Key, (u64, Value)>,
+    /// (inserted at, sequence number, key), oldest first. A record whose sequence number is
+    /// not the entry's any more (replaced or removed since) is skipped when it comes up.
+    order: VecDeque<(Instant, u64, Key)>,
+    next: u64,
+}
+
+impl<Key: Hash + Eq + Clone, Value> Default for Expiring<Key, Value> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<Key: Hash + Eq + Clone, Value> Expiring<Key, Value> {
+    /// Drops the entries inserted `TTL` or longer before `now`, and the oldest past the cap.
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, sequence, _)) = self.order.front() {
+            let over = self.order.len() > MAX_ENTRIES;
+            if !over && now.saturating_duration_since(*at) < TTL {
+                break;
+            }
+            let sequence = *sequence;
+            if let Some((_, _, key)) = self.order.pop_front()
+                && self.entries.get(&key).is_some_and(|(s, _)| *s == sequence)
+            {
+                self.entries.remove(&key);
+            }
+        }
+    }
+
+    fn insert(&mut self, key: Key, value: Value, now: Instant) {
+        let sequence = self.next;
+        self.next += 1;
+        self.order.push_back((now, sequence, key.clone()));
+        self.entries.insert(key, (sequence, value));
+    }
+
+    fn get(&self, key: &Key) -> Option<&Value> {
+        self.entries.get(key).map(|(_, value)| value)
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Value> {
+        self.entries.remove(key).map(|(_, value)| value)
+    }
+
+    fn contains<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
+    where
+        Key: Borrow<Q>,
+    {
+        self.entries.contains_key(key)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 /// The objects as our last writes returned them, per object.
 pub(crate) struct Written<K: Resource<DynamicType = ()>> {
-    entries: Mutex<HashMap<ObjectRef<K>, Entry<K>>>,
-    /// UIDs of objects whose cleanup finished and whose finalizer we removed, and when. No
-    /// finalizer can be added to an object being deleted, so their cleanup is over for good;
-    /// a reconcile from a cache that still shows the finalizer must not run it again.
-    finalized: Mutex<HashMap<String, Instant>>,
+    entries: Mutex<Expiring<ObjectRef<K>, Entry<K>>>,
+    /// UIDs of objects whose cleanup finished and whose finalizer we removed. No finalizer
+    /// can be added to an object being deleted, so their cleanup is over for good; a
+    /// reconcile from a cache that still shows the finalizer must not run it again.
+    finalized: Mutex<Expiring<String, ()>>,
 }
 
 /// The object as our last write returned it, and the versions our writes replaced.
 struct Entry<K> {
     superseded: Vec<String>,
     object: Arc<K>,
-    at: Instant,
 }
 
 impl<K: Resource<DynamicType = ()>> Default for Written<K> {
@@ -75,7 +149,7 @@ impl<K: Resource<DynamicType = ()>> Written<K> {
         now: Instant,
     ) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.retain(|_, entry| now.duration_since(entry.at) < TTL);
+        entries.expire(now);
         let last = after.resource_version();
         if last == seen.resource_version() {
             return;
@@ -95,9 +169,17 @@ impl<K: Resource<DynamicType = ()>> Written<K> {
             Entry {
                 superseded,
                 object: after,
-                at: now,
             },
+            now,
         );
+    }
+
+    /// The object is gone: forget our last write of it.
+    pub(crate) fn forget(&self, reference: &ObjectRef<K>) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(reference);
     }
 
     /// Remember that the cleanup of the object with `uid` finished and our finalizer is gone;
@@ -107,8 +189,8 @@ impl<K: Resource<DynamicType = ()>> Written<K> {
             .finalized
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        finalized.retain(|_, at| now.duration_since(*at) < TTL);
-        finalized.insert(uid, now);
+        finalized.expire(now);
+        finalized.insert(uid, (), now);
     }
 
     /// Whether the cleanup of the object with `uid` already finished (within the TTL).
@@ -116,7 +198,7 @@ impl<K: Resource<DynamicType = ()>> Written<K> {
         self.finalized
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(uid)
+            .contains(uid)
     }
 
     #[cfg(test)]
@@ -253,5 +335,71 @@ mod tests {
                 .as_deref(),
             Some("7")
         );
+    }
+
+    fn numbered(i: usize) -> (ObjectRef<ConfigMap>, Arc<ConfigMap>, Arc<ConfigMap>) {
+        let seen = config_map("1", "old");
+        let mut reference = ObjectRef::from_obj(&*seen);
+        reference.name = format!("thing-{i}");
+        (reference, seen, config_map("2", "new"))
+    }
+
+    #[test]
+    fn a_gone_object_is_forgotten_at_once() {
+        let written = Written::<ConfigMap>::default();
+        let (reference, seen, after) = numbered(0);
+        written.remember(reference.clone(), &seen, after, &[], Instant::now());
+        written.forget(&reference);
+        assert_eq!(written.len(), 0);
+        assert_eq!(
+            written
+                .freshest(&reference, seen)
+                .resource_version()
+                .as_deref(),
+            Some("1")
+        );
+    }
+
+    #[test]
+    fn expiry_follows_the_last_write_and_the_memory_is_capped() {
+        let mut memory = Expiring::<u32, ()>::default();
+        let start = Instant::now();
+        memory.insert(1, (), start);
+        memory.insert(2, (), start + TTL / 2);
+        // Written again: its first record must not expire it.
+        memory.insert(1, (), start + TTL / 2);
+        memory.expire(start + TTL);
+        assert!(memory.contains(&1) && memory.contains(&2));
+        memory.expire(start + TTL / 2 + TTL);
+        assert_eq!(memory.len(), 0);
+        assert!(memory.order.is_empty());
+        for key in 0..(MAX_ENTRIES as u32 + 10) {
+            memory.insert(key, (), start);
+            memory.expire(start);
+        }
+        assert_eq!(memory.len(), MAX_ENTRIES);
+        assert!(!memory.contains(&0) && memory.contains(&(MAX_ENTRIES as u32 + 9)));
+    }
+
+    /// Prints the cost of one `remember` with N objects remembered: flat in N (it was a scan
+    /// of all N). `cargo test -p bonny-rs --lib -- --ignored --nocapture remember_cost`
+    #[test]
+    #[ignore = "prints timings"]
+    fn remember_cost_does_not_grow_with_the_objects_remembered() {
+        for n in [1_000, 10_000, 50_000] {
+            let written = Written::<ConfigMap>::default();
+            let now = Instant::now();
+            let objects: Vec<_> = (0..n).map(numbered).collect();
+            for (reference, seen, after) in &objects {
+                written.remember(reference.clone(), seen, after.clone(), &[], now);
+            }
+            let rounds = 10_000;
+            let timer = Instant::now();
+            for (reference, seen, after) in objects.iter().cycle().take(rounds) {
+                written.remember(reference.clone(), seen, after.clone(), &[], now);
+            }
+            let per_op = timer.elapsed() / rounds as u32;
+            println!("N = {n:>6}: {per_op:?} per remember");
+        }
     }
 }

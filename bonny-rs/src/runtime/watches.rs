@@ -25,12 +25,13 @@ use tracing::Instrument;
 use super::{
     decode::DecodeError,
     intake::Intake,
+    queue,
     reconcile::{self, Context},
     registration::RunContext,
 };
 use crate::{
     controller::{Controller, Object, Scope},
-    observe::Metrics,
+    observe::{Metrics, WorkQueue},
 };
 
 /// The watch caches of one controller scope's owned kinds, read by the descendant stage.
@@ -80,6 +81,7 @@ fn watch_owned<K: Object>(
     namespace: Option<&str>,
     resource: &ApiResource,
     cache: &mut OwnedCaches,
+    work_queue: &Arc<WorkQueue>,
 ) -> KubeController<K> {
     let api: Api<DynamicObject> = match namespace {
         Some(namespace) => Api::namespaced_with(client, namespace, resource),
@@ -91,6 +93,7 @@ fn watch_owned<K: Object>(
         .default_backoff()
         .reflect(writer)
         .touched_objects();
+    let events = queue::count_owner_triggers::<K, _>(events, work_queue.clone());
     controller.owns_stream_with(events, resource.clone())
 }
 
@@ -124,6 +127,9 @@ pub(crate) fn spawn<C: Controller>(
         );
         let raw = watcher(api, watcher::Config::default().any_semantic());
         let objects = reflector::reflector(writer, intake.run(raw, evicted)).applied_objects();
+        // The work queue's adds are counted where the triggers enter kube-runtime.
+        let work_queue = runtime.metrics.work_queue(name);
+        let objects = queue::count_triggers(objects, work_queue.clone());
         let mut kube_controller = KubeController::for_stream(objects, store)
             .with_config(ControllerConfig::default().concurrency(config.concurrency_limit()));
         let mut cache = OwnedCaches::default();
@@ -134,6 +140,7 @@ pub(crate) fn spawn<C: Controller>(
                 namespace.as_deref(),
                 owned.api_resource(),
                 &mut cache,
+                &work_queue,
             );
         }
         let scope_name = match &namespace {
@@ -157,6 +164,7 @@ pub(crate) fn spawn<C: Controller>(
             runtime.metrics.clone(),
             name.to_owned(),
         );
+        let gone = context.clone();
         let stream = kube_controller
             .graceful_shutdown_on(shutdown.clone().cancelled_owned())
             .run(
@@ -175,9 +183,15 @@ pub(crate) fn spawn<C: Controller>(
                         tracing::info!("cache synced");
                     }
                 };
-                let run = stream.for_each(|result| async move {
-                    if let Err(err) = result {
-                        log_controller_error(&err);
+                let run = stream.for_each(|result| {
+                    // A request for an object no longer there: what is kept about it goes.
+                    if let Err(controller::Error::ObjectNotFound(object)) = &result {
+                        gone.object_gone(object);
+                    }
+                    async move {
+                        if let Err(err) = result {
+                            log_controller_error(&err);
+                        }
                     }
                 });
                 tokio::select! {
