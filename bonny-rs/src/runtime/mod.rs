@@ -13,6 +13,8 @@
 mod decode;
 mod descendants;
 mod diff;
+mod events;
+mod expiring;
 mod finalizer;
 mod intake;
 mod namespaces;

@@ -6,18 +6,17 @@
 //!
 //! Both memories are bounded and cost O(1) amortised per reconcile: entries expire through a
 //! time-ordered queue (each expiry check looks only at the oldest entries), an object that is
-//! gone is dropped at once, and past [`MAX_ENTRIES`] the oldest are dropped early (which costs
+//! gone is dropped at once, and past `MAX_ENTRIES` the oldest are dropped early (which costs
 //! at worst one repeated write, never a wrong one).
 
 use std::{
-    borrow::Borrow,
-    collections::{HashMap, VecDeque},
-    hash::Hash,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
+
+use super::expiring::Expiring;
 
 /// How long a written object is remembered; the watch normally catches up within
 /// milliseconds, and an object deleted without a final reconcile must not be kept forever.
@@ -25,71 +24,6 @@ const TTL: Duration = Duration::from_secs(60);
 
 /// The most entries either memory keeps (and expiry records it queues).
 const MAX_ENTRIES: usize = 1 << 16;
-
-/// A map whose entries expire `TTL` after their last insert, oldest first: each call costs
-/// O(1) amortised, whatever the number of entries.
-struct Expiring<Key, Value> {
-    entries: HashMap<Key, (u64, Value)>,
-    /// (inserted at, sequence number, key), oldest first. A record whose sequence number is
-    /// not the entry's any more (replaced or removed since) is skipped when it comes up.
-    order: VecDeque<(Instant, u64, Key)>,
-    next: u64,
-}
-
-impl<Key: Hash + Eq + Clone, Value> Default for Expiring<Key, Value> {
-    fn default() -> Self {
-        Self {
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-            next: 0,
-        }
-    }
-}
-
-impl<Key: Hash + Eq + Clone, Value> Expiring<Key, Value> {
-    /// Drops the entries inserted `TTL` or longer before `now`, and the oldest past the cap.
-    fn expire(&mut self, now: Instant) {
-        while let Some((at, sequence, _)) = self.order.front() {
-            let over = self.order.len() > MAX_ENTRIES;
-            if !over && now.saturating_duration_since(*at) < TTL {
-                break;
-            }
-            let sequence = *sequence;
-            if let Some((_, _, key)) = self.order.pop_front()
-                && self.entries.get(&key).is_some_and(|(s, _)| *s == sequence)
-            {
-                self.entries.remove(&key);
-            }
-        }
-    }
-
-    fn insert(&mut self, key: Key, value: Value, now: Instant) {
-        let sequence = self.next;
-        self.next += 1;
-        self.order.push_back((now, sequence, key.clone()));
-        self.entries.insert(key, (sequence, value));
-    }
-
-    fn get(&self, key: &Key) -> Option<&Value> {
-        self.entries.get(key).map(|(_, value)| value)
-    }
-
-    fn remove(&mut self, key: &Key) -> Option<Value> {
-        self.entries.remove(key).map(|(_, value)| value)
-    }
-
-    fn contains<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
-    where
-        Key: Borrow<Q>,
-    {
-        self.entries.contains_key(key)
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
-}
 
 /// The objects as our last writes returned them, per object.
 pub(crate) struct Written<K: Resource<DynamicType = ()>> {
@@ -109,8 +43,8 @@ struct Entry<K> {
 impl<K: Resource<DynamicType = ()>> Default for Written<K> {
     fn default() -> Self {
         Self {
-            entries: Mutex::default(),
-            finalized: Mutex::default(),
+            entries: Mutex::new(Expiring::new(TTL, MAX_ENTRIES)),
+            finalized: Mutex::new(Expiring::new(TTL, MAX_ENTRIES)),
         }
     }
 }
@@ -361,24 +295,14 @@ mod tests {
     }
 
     #[test]
-    fn expiry_follows_the_last_write_and_the_memory_is_capped() {
-        let mut memory = Expiring::<u32, ()>::default();
-        let start = Instant::now();
-        memory.insert(1, (), start);
-        memory.insert(2, (), start + TTL / 2);
-        // Written again: its first record must not expire it.
-        memory.insert(1, (), start + TTL / 2);
-        memory.expire(start + TTL);
-        assert!(memory.contains(&1) && memory.contains(&2));
-        memory.expire(start + TTL / 2 + TTL);
-        assert_eq!(memory.len(), 0);
-        assert!(memory.order.is_empty());
-        for key in 0..(MAX_ENTRIES as u32 + 10) {
-            memory.insert(key, (), start);
-            memory.expire(start);
+    fn the_memory_is_capped() {
+        let written = Written::<ConfigMap>::default();
+        let now = Instant::now();
+        for i in 0..MAX_ENTRIES + 10 {
+            let (reference, seen, after) = numbered(i);
+            written.remember(reference, &seen, after, &[], now);
         }
-        assert_eq!(memory.len(), MAX_ENTRIES);
-        assert!(!memory.contains(&0) && memory.contains(&(MAX_ENTRIES as u32 + 9)));
+        assert_eq!(written.len(), MAX_ENTRIES);
     }
 
     /// Prints the cost of one `remember` with N objects remembered: flat in N (it was a scan

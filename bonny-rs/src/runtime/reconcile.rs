@@ -11,15 +11,12 @@ use std::{
 use kube::{
     Resource, ResourceExt,
     api::DynamicObject,
-    runtime::{
-        controller::Action as KubeAction,
-        events::{Event, Recorder},
-        reflector::ObjectRef,
-    },
+    runtime::{controller::Action as KubeAction, events::Event, reflector::ObjectRef},
 };
 use tracing::Instrument;
 
 use super::{
+    events::Publisher,
     intake::Vanished,
     pipeline::{Pipeline, Processed},
     queue,
@@ -35,7 +32,7 @@ use crate::{
 /// What every reconcile of one controller scope shares.
 pub(crate) struct Context<C: Controller> {
     pipeline: Pipeline<C>,
-    recorder: Recorder,
+    events: Publisher,
     /// Consecutive failures per object, for the backoff: emptied by a success and when the
     /// object is gone.
     failures: Mutex<HashMap<ObjectRef<C::Resource>, u32>>,
@@ -70,7 +67,7 @@ impl<C: Controller> Context<C> {
                 cache,
                 vanished: vanished.clone(),
             },
-            recorder: Recorder::new(runtime.client.clone(), runtime.reporter.clone()),
+            events: Publisher::new(runtime.client.clone(), runtime.reporter.clone()),
             failures: Mutex::default(),
             metrics: runtime.metrics.clone(),
             written: Written::default(),
@@ -211,7 +208,7 @@ async fn process<C: Controller>(
         ctx.written.finalized(uid, Instant::now());
     }
     if !fenced {
-        publish_events(&ctx.recorder, &*object, effects.events).await;
+        publish_events(&ctx.events, &*object, effects.events).await;
     }
     for callback in effects.after {
         callback(outcome.as_ref());
@@ -289,13 +286,13 @@ pub(crate) fn error_policy<C: Controller>(
     KubeAction::requeue(delay)
 }
 
-async fn publish_events<K: Object>(recorder: &Recorder, object: &K, events: Vec<Event>) {
+async fn publish_events<K: Object>(publisher: &Publisher, object: &K, events: Vec<Event>) {
     if events.is_empty() {
         return;
     }
     let reference = object.object_ref(&());
     for event in events {
-        if let Err(err) = recorder.publish(&event, &reference).await {
+        if let Err(err) = publisher.publish(&event, &reference).await {
             tracing::warn!(error = %err, reason = %event.reason, "could not publish event");
         }
     }

@@ -12,7 +12,7 @@ use kube::{
     runtime::{
         Controller as KubeController, WatchStreamExt,
         controller::{self, Config as ControllerConfig},
-        events::{Event, EventType, Recorder},
+        events::{Event, EventType},
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 use super::{
     decode::DecodeError,
+    events::Publisher,
     intake::Intake,
     queue,
     reconcile::{self, Context},
@@ -160,7 +161,7 @@ pub(crate) fn spawn<C: Controller>(
         ));
         let report = report_decode_failures(
             reported,
-            Recorder::new(runtime.client.clone(), runtime.reporter.clone()),
+            Publisher::new(runtime.client.clone(), runtime.reporter.clone()),
             runtime.metrics.clone(),
             name.to_owned(),
         );
@@ -210,7 +211,7 @@ pub(crate) fn spawn<C: Controller>(
 /// one count in `bonny_decode_errors_total`, per object version (the intake sends each once).
 async fn report_decode_failures(
     mut failures: mpsc::UnboundedReceiver<DecodeError>,
-    recorder: Recorder,
+    recorder: Publisher,
     metrics: Metrics,
     controller: String,
 ) {
