@@ -1,15 +1,23 @@
 //! Prometheus metrics, named like controller-runtime's so existing dashboards work.
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak, atomic::AtomicU64},
+    time::{Duration, Instant},
 };
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
+
+use super::{process::ProcessCollector, workqueue::WorkQueue};
 
 /// How a reconcile ended, as the `result` label of `controller_runtime_reconcile_total`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -34,10 +42,31 @@ struct ResultLabels {
     result: ReconcileResult,
 }
 
+/// controller-runtime names each controller's work queue after the controller and labels its
+/// series with both.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabels {
     name: String,
+    controller: String,
 }
+
+impl QueueLabels {
+    fn of(controller: &str) -> Self {
+        Self {
+            name: controller.to_owned(),
+            controller: controller.to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    code: String,
+    method: String,
+    host: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LeaseLabels {
@@ -65,6 +94,23 @@ pub struct Metrics {
     leader_transitions: Family<LeaseLabels, Counter>,
     decode_errors: Family<ControllerLabels, Counter>,
     cache_objects: Family<CacheLabels, Gauge>,
+    max_concurrent: Family<ControllerLabels, Gauge>,
+    terminal_errors: Family<ControllerLabels, Counter>,
+    panics: Family<ControllerLabels, Counter>,
+    queue_depth: Family<QueueLabels, Gauge>,
+    queue_adds: Family<QueueLabels, Counter>,
+    queue_duration: Family<QueueLabels, Histogram>,
+    work_duration: Family<QueueLabels, Histogram>,
+    unfinished_work: Family<QueueLabels, FloatGauge>,
+    longest_running: Family<QueueLabels, FloatGauge>,
+    /// The live work queue of each controller; a stopped controller's is gone.
+    queues: Arc<Mutex<HashMap<String, Weak<WorkQueue>>>>,
+    requests: Family<RequestLabels, Counter>,
+}
+
+/// client-go's buckets for the work queue's durations: 10 ns to 1,000 s, by tens.
+fn queue_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(10e-9, 10.0, 12))
 }
 
 impl Default for Metrics {
@@ -96,6 +142,16 @@ impl Metrics {
         let leader_transitions = Family::<LeaseLabels, Counter>::default();
         let decode_errors = Family::<ControllerLabels, Counter>::default();
         let cache_objects = Family::<CacheLabels, Gauge>::default();
+        let max_concurrent = Family::<ControllerLabels, Gauge>::default();
+        let terminal_errors = Family::<ControllerLabels, Counter>::default();
+        let panics = Family::<ControllerLabels, Counter>::default();
+        let queue_depth = Family::<QueueLabels, Gauge>::default();
+        let queue_adds = Family::<QueueLabels, Counter>::default();
+        let queue_duration = Family::<QueueLabels, Histogram>::new_with_constructor(queue_buckets);
+        let work_duration = Family::<QueueLabels, Histogram>::new_with_constructor(queue_buckets);
+        let unfinished_work = Family::<QueueLabels, FloatGauge>::default();
+        let longest_running = Family::<QueueLabels, FloatGauge>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "controller_runtime_reconcile",
             "Total number of reconciliations per controller",
@@ -118,9 +174,62 @@ impl Metrics {
         );
         registry.register(
             "workqueue_retries",
-            "Total number of retries after a failed reconcile, per controller",
+            "Total number of retries handled by workqueue",
             retries.clone(),
         );
+        registry.register(
+            "workqueue_depth",
+            "Current depth of workqueue",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "workqueue_adds",
+            "Total number of adds handled by workqueue",
+            queue_adds.clone(),
+        );
+        registry.register(
+            "workqueue_queue_duration_seconds",
+            "How long in seconds an item stays in workqueue before being requested",
+            queue_duration.clone(),
+        );
+        registry.register(
+            "workqueue_work_duration_seconds",
+            "How long in seconds processing an item from workqueue takes",
+            work_duration.clone(),
+        );
+        registry.register(
+            "workqueue_unfinished_work_seconds",
+            "How many seconds of work has been done that is in progress and hasn't been \
+             observed by work_duration. Large values indicate stuck threads. One can deduce \
+             the number of stuck threads by observing the rate at which this increases",
+            unfinished_work.clone(),
+        );
+        registry.register(
+            "workqueue_longest_running_processor_seconds",
+            "How many seconds has the longest running processor for workqueue been running",
+            longest_running.clone(),
+        );
+        registry.register(
+            "controller_runtime_max_concurrent_reconciles",
+            "Maximum number of concurrent reconciles per controller (0: no limit)",
+            max_concurrent.clone(),
+        );
+        registry.register(
+            "controller_runtime_terminal_reconcile_errors",
+            "Total number of terminal reconciliation errors per controller",
+            terminal_errors.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_panics",
+            "Total number of reconciliation panics per controller",
+            panics.clone(),
+        );
+        registry.register(
+            "rest_client_requests",
+            "Number of HTTP requests, partitioned by status code, method, and host",
+            requests.clone(),
+        );
+        registry.register_collector(Box::new(ProcessCollector));
         registry.register(
             "leader_election_master_status",
             "1 while this replica holds the leader Lease, else 0",
@@ -154,6 +263,17 @@ impl Metrics {
             leader_transitions,
             decode_errors,
             cache_objects,
+            max_concurrent,
+            terminal_errors,
+            panics,
+            queue_depth,
+            queue_adds,
+            queue_duration,
+            work_duration,
+            unfinished_work,
+            longest_running,
+            queues: Arc::default(),
+            requests,
         }
     }
 
@@ -175,6 +295,7 @@ impl Metrics {
 
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
+        self.refresh_queues(Instant::now());
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.register());
@@ -219,8 +340,78 @@ impl Metrics {
 
     pub(crate) fn retry_scheduled(&self, controller: &str) {
         self.retries
-            .get_or_create(&QueueLabels {
-                name: controller.to_owned(),
+            .get_or_create(&QueueLabels::of(controller))
+            .inc();
+    }
+
+    /// A controller starts with at most `limit` reconciles at once (0: no limit); its series
+    /// that count rare things are shown from the start, at 0.
+    pub(crate) fn controller_started(&self, controller: &str, limit: u16) {
+        let labels = controller_labels(controller);
+        self.max_concurrent
+            .get_or_create(&labels)
+            .set(i64::from(limit));
+        let _ = self.terminal_errors.get_or_create(&labels);
+        let _ = self.panics.get_or_create(&labels);
+        let _ = self.reconcile_errors.get_or_create(&labels);
+        let _ = self.retries.get_or_create(&QueueLabels::of(controller));
+    }
+
+    /// The author's code panicked in a reconcile (counted as an error too).
+    pub(crate) fn reconcile_panicked(&self, controller: &str) {
+        self.panics
+            .get_or_create(&controller_labels(controller))
+            .inc();
+    }
+
+    /// The work queue of `controller`: the one its running scopes share, or a new one when
+    /// none runs.
+    pub(crate) fn work_queue(&self, controller: &str) -> Arc<WorkQueue> {
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(queue) = queues.get(controller).and_then(Weak::upgrade) {
+            return queue;
+        }
+        let labels = QueueLabels::of(controller);
+        let queue = Arc::new(WorkQueue::new(
+            self.queue_adds.get_or_create(&labels).clone(),
+            self.queue_duration.get_or_create(&labels).clone(),
+            self.work_duration.get_or_create(&labels).clone(),
+        ));
+        queues.insert(controller.to_owned(), Arc::downgrade(&queue));
+        queue
+    }
+
+    /// Sets the queue gauges from the live queues (a stopped controller's read 0).
+    fn refresh_queues(&self, now: Instant) {
+        let queues: Vec<(String, Option<Arc<WorkQueue>>)> = self
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, queue)| (name.clone(), queue.upgrade()))
+            .collect();
+        for (name, queue) in queues {
+            let gauges = queue.map(|queue| queue.gauges(now)).unwrap_or_default();
+            let labels = QueueLabels::of(&name);
+            self.queue_depth
+                .get_or_create(&labels)
+                .set(i64::try_from(gauges.depth).unwrap_or(i64::MAX));
+            self.unfinished_work
+                .get_or_create(&labels)
+                .set(gauges.unfinished);
+            self.longest_running
+                .get_or_create(&labels)
+                .set(gauges.longest);
+        }
+    }
+
+    /// A request to the API server got a response with status `code` (or none: `<error>`).
+    pub(crate) fn request_sent(&self, code: String, method: &str, host: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                code,
+                method: method.to_owned(),
+                host: host.to_owned(),
             })
             .inc();
     }

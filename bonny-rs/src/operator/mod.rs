@@ -24,13 +24,14 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use kube::{Client, runtime::events::Reporter};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tower::Layer;
 
 pub use crate::runtime::Namespaces;
 use crate::{
     Error,
     controller::Controller,
     leader::{Defaults, Election, Elector, LeaderElection},
-    observe::{Health, Metrics, server::Server},
+    observe::{CountRequests, Health, Metrics, server::Server},
     runtime::{Caches, Registered, Registration, RunContext},
 };
 use controller_set::ControllerSet;
@@ -138,9 +139,13 @@ impl Operator {
     /// # Errors
     /// As [`run`](Operator::run).
     pub async fn run_until(self, stop: CancellationToken) -> Result<(), Error> {
+        // Every request the operator makes (leader election included) is counted in
+        // `rest_client_requests_total`.
         let client = match self.client {
-            Some(client) => client,
-            None => Client::try_default().await.map_err(Error::ClientConfig)?,
+            Some(client) => counted_client(client, &self.metrics),
+            None => default_client(&self.metrics)
+                .await
+                .map_err(Error::ClientConfig)?,
         };
         for registration in self.registrations.iter() {
             registration
@@ -474,6 +479,36 @@ impl OperatorBuilder {
     pub async fn run(self) -> Result<(), Error> {
         self.build()?.run().await
     }
+}
+
+/// The client of the kubeconfig or in-cluster configuration, its requests counted with the API
+/// server's `host:port` as their `host`.
+async fn default_client(metrics: &Metrics) -> Result<Client, kube::Error> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    let host = config
+        .cluster_url
+        .authority()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&CountRequests::new(metrics.clone(), host))
+        .build())
+}
+
+/// `client`, its requests counted. The client does not tell which server it talks to, so
+/// their `host` is empty.
+fn counted_client(client: Client, metrics: &Metrics) -> Client {
+    let namespace = client.default_namespace().to_owned();
+    let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+        let client = client.clone();
+        async move { client.send(request).await }
+    });
+    Client::new(
+        CountRequests::new(metrics.clone(), String::new()).layer(service),
+        namespace,
+    )
 }
 
 fn binary_name() -> Option<String> {

@@ -596,7 +596,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            !text.contains(r#"workqueue_retries_total{name="thing"} 1"#),
+            !text.contains(r#"workqueue_retries_total{name="thing",controller="thing"} 1"#),
             "{text}"
         );
         assert!(

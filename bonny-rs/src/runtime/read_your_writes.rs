@@ -3,40 +3,48 @@
 //! finalizer patch before the status write), reconcile the object as our last write returned it.
 //! Otherwise a reconcile triggered before the watch caught up would write the same status (and
 //! publish the same event) again. Pure memory, no I/O.
+//!
+//! Both memories are bounded and cost O(1) amortised per reconcile: entries expire through a
+//! time-ordered queue (each expiry check looks only at the oldest entries), an object that is
+//! gone is dropped at once, and past `MAX_ENTRIES` the oldest are dropped early (which costs
+//! at worst one repeated write, never a wrong one).
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
 
+use super::expiring::Expiring;
+
 /// How long a written object is remembered; the watch normally catches up within
 /// milliseconds, and an object deleted without a final reconcile must not be kept forever.
 const TTL: Duration = Duration::from_secs(60);
 
+/// The most entries either memory keeps (and expiry records it queues).
+const MAX_ENTRIES: usize = 1 << 16;
+
 /// The objects as our last writes returned them, per object.
 pub(crate) struct Written<K: Resource<DynamicType = ()>> {
-    entries: Mutex<HashMap<ObjectRef<K>, Entry<K>>>,
-    /// UIDs of objects whose cleanup finished and whose finalizer we removed, and when. No
-    /// finalizer can be added to an object being deleted, so their cleanup is over for good;
-    /// a reconcile from a cache that still shows the finalizer must not run it again.
-    finalized: Mutex<HashMap<String, Instant>>,
+    entries: Mutex<Expiring<ObjectRef<K>, Entry<K>>>,
+    /// UIDs of objects whose cleanup finished and whose finalizer we removed. No finalizer
+    /// can be added to an object being deleted, so their cleanup is over for good; a
+    /// reconcile from a cache that still shows the finalizer must not run it again.
+    finalized: Mutex<Expiring<String, ()>>,
 }
 
 /// The object as our last write returned it, and the versions our writes replaced.
 struct Entry<K> {
     superseded: Vec<String>,
     object: Arc<K>,
-    at: Instant,
 }
 
 impl<K: Resource<DynamicType = ()>> Default for Written<K> {
     fn default() -> Self {
         Self {
-            entries: Mutex::default(),
-            finalized: Mutex::default(),
+            entries: Mutex::new(Expiring::new(TTL, MAX_ENTRIES)),
+            finalized: Mutex::new(Expiring::new(TTL, MAX_ENTRIES)),
         }
     }
 }
@@ -75,7 +83,7 @@ impl<K: Resource<DynamicType = ()>> Written<K> {
         now: Instant,
     ) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.retain(|_, entry| now.duration_since(entry.at) < TTL);
+        entries.expire(now);
         let last = after.resource_version();
         if last == seen.resource_version() {
             return;
@@ -95,9 +103,17 @@ impl<K: Resource<DynamicType = ()>> Written<K> {
             Entry {
                 superseded,
                 object: after,
-                at: now,
             },
+            now,
         );
+    }
+
+    /// The object is gone: forget our last write of it.
+    pub(crate) fn forget(&self, reference: &ObjectRef<K>) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(reference);
     }
 
     /// Remember that the cleanup of the object with `uid` finished and our finalizer is gone;
@@ -107,8 +123,8 @@ impl<K: Resource<DynamicType = ()>> Written<K> {
             .finalized
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        finalized.retain(|_, at| now.duration_since(*at) < TTL);
-        finalized.insert(uid, now);
+        finalized.expire(now);
+        finalized.insert(uid, (), now);
     }
 
     /// Whether the cleanup of the object with `uid` already finished (within the TTL).
@@ -116,7 +132,7 @@ impl<K: Resource<DynamicType = ()>> Written<K> {
         self.finalized
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(uid)
+            .contains(uid)
     }
 
     #[cfg(test)]
@@ -253,5 +269,61 @@ mod tests {
                 .as_deref(),
             Some("7")
         );
+    }
+
+    fn numbered(i: usize) -> (ObjectRef<ConfigMap>, Arc<ConfigMap>, Arc<ConfigMap>) {
+        let seen = config_map("1", "old");
+        let mut reference = ObjectRef::from_obj(&*seen);
+        reference.name = format!("thing-{i}");
+        (reference, seen, config_map("2", "new"))
+    }
+
+    #[test]
+    fn a_gone_object_is_forgotten_at_once() {
+        let written = Written::<ConfigMap>::default();
+        let (reference, seen, after) = numbered(0);
+        written.remember(reference.clone(), &seen, after, &[], Instant::now());
+        written.forget(&reference);
+        assert_eq!(written.len(), 0);
+        assert_eq!(
+            written
+                .freshest(&reference, seen)
+                .resource_version()
+                .as_deref(),
+            Some("1")
+        );
+    }
+
+    #[test]
+    fn the_memory_is_capped() {
+        let written = Written::<ConfigMap>::default();
+        let now = Instant::now();
+        for i in 0..MAX_ENTRIES + 10 {
+            let (reference, seen, after) = numbered(i);
+            written.remember(reference, &seen, after, &[], now);
+        }
+        assert_eq!(written.len(), MAX_ENTRIES);
+    }
+
+    /// Prints the cost of one `remember` with N objects remembered: flat in N (it was a scan
+    /// of all N). `cargo test -p bonny-rs --lib -- --ignored --nocapture remember_cost`
+    #[test]
+    #[ignore = "prints timings"]
+    fn remember_cost_does_not_grow_with_the_objects_remembered() {
+        for n in [1_000, 10_000, 50_000] {
+            let written = Written::<ConfigMap>::default();
+            let now = Instant::now();
+            let objects: Vec<_> = (0..n).map(numbered).collect();
+            for (reference, seen, after) in &objects {
+                written.remember(reference.clone(), seen, after.clone(), &[], now);
+            }
+            let rounds = 10_000;
+            let timer = Instant::now();
+            for (reference, seen, after) in objects.iter().cycle().take(rounds) {
+                written.remember(reference.clone(), seen, after.clone(), &[], now);
+            }
+            let per_op = timer.elapsed() / rounds as u32;
+            println!("N = {n:>6}: {per_op:?} per remember");
+        }
     }
 }

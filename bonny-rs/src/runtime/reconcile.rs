@@ -10,32 +10,35 @@ use std::{
 
 use kube::{
     Resource, ResourceExt,
-    runtime::{
-        controller::Action as KubeAction,
-        events::{Event, Recorder},
-        reflector::ObjectRef,
-    },
+    api::DynamicObject,
+    runtime::{controller::Action as KubeAction, events::Event, reflector::ObjectRef},
 };
 use tracing::Instrument;
 
 use super::{
+    events::Publisher,
     intake::Vanished,
     pipeline::{Pipeline, Processed},
+    queue,
     read_your_writes::Written,
     registration::RunContext,
     watches::OwnedCaches,
 };
 use crate::{
     controller::{Action, Axn, Config, Controller, Object, Phase, ReconcileError},
-    observe::{Metrics, ReconcileResult},
+    observe::{Metrics, QueueKey, ReconcileResult, WorkQueue},
 };
 
 /// What every reconcile of one controller scope shares.
 pub(crate) struct Context<C: Controller> {
     pipeline: Pipeline<C>,
-    recorder: Recorder,
+    events: Publisher,
+    /// Consecutive failures per object, for the backoff: emptied by a success and when the
+    /// object is gone.
     failures: Mutex<HashMap<ObjectRef<C::Resource>, u32>>,
     metrics: Metrics,
+    /// The controller's work queue, as far as the SDK sees it.
+    queue: Arc<WorkQueue>,
     written: Written<C::Resource>,
     vanished: Arc<Vanished<C::Resource>>,
     /// The operator's binary, named where a refused permission is granted.
@@ -51,7 +54,11 @@ impl<C: Controller> Context<C> {
         cache: OwnedCaches,
         vanished: Arc<Vanished<C::Resource>>,
     ) -> Self {
+        runtime
+            .metrics
+            .controller_started(&name, config.concurrency_limit());
         Self {
+            queue: runtime.metrics.work_queue(&name),
             pipeline: Pipeline {
                 controller,
                 config,
@@ -61,13 +68,46 @@ impl<C: Controller> Context<C> {
                 vanished: vanished.clone(),
                 pruned: Default::default(),
             },
-            recorder: Recorder::new(runtime.client.clone(), runtime.reporter.clone()),
+            events: Publisher::new(runtime.client.clone(), runtime.reporter.clone()),
             failures: Mutex::default(),
             metrics: runtime.metrics.clone(),
             written: Written::default(),
             vanished,
             binary: runtime.binary.clone(),
         }
+    }
+
+    /// kube-runtime dropped a request for `object`: it is not in the cache any more (deleted).
+    /// What is kept about it (its place in the queue, its failures, our last write) goes.
+    pub(crate) fn object_gone(&self, object: &ObjectRef<DynamicObject>) {
+        self.queue.forget(queue::key(object));
+        let mut reference = ObjectRef::<C::Resource>::new(&object.name);
+        reference.namespace.clone_from(&object.namespace);
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&reference);
+        self.written.forget(&reference);
+    }
+}
+
+/// A reconcile of one key running: it ends in the queue's books when dropped, whether the
+/// reconcile finished or was aborted.
+struct Running<'a> {
+    queue: &'a WorkQueue,
+    key: QueueKey,
+}
+
+impl<'a> Running<'a> {
+    fn start(queue: &'a WorkQueue, key: QueueKey) -> Self {
+        queue.started(key);
+        Self { queue, key }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.queue.finished(self.key);
     }
 }
 
@@ -83,7 +123,9 @@ pub(crate) async fn reconcile<C: Controller>(
     let reference = ObjectRef::from_obj(&*object);
     let span =
         tracing::info_span!("reconcile", controller = %ctx.pipeline.name, object = %reference);
-    async move {
+    let key = queue::key(&reference);
+    let running = Running::start(&ctx.queue, key);
+    let result = async {
         // An object of this name that vanished with our finalizer, replaced in the cache by a
         // newer one before its cleanup ran: it is cleaned up first.
         if let Some(vanished) = ctx.vanished.get(&reference)
@@ -93,10 +135,18 @@ pub(crate) async fn reconcile<C: Controller>(
             let _: Action = process(&ctx, &reference, vanished).await?;
         }
         let action = process(&ctx, &reference, object).await?;
-        Ok(into_kube(action, ctx.pipeline.config.requeue_interval()))
+        Ok(action
+            .requeue_after()
+            .or(ctx.pipeline.config.requeue_interval()))
     }
     .instrument(span)
-    .await
+    .await;
+    drop(running);
+    let after = result?;
+    if let Some(after) = after {
+        ctx.queue.requeued(key, after);
+    }
+    Ok(into_kube(after))
 }
 
 /// One run of the pipeline on `seen`, with its events, callbacks and metrics.
@@ -136,6 +186,9 @@ async fn process<C: Controller>(
             tracing::debug!(error = %err, "reconcile stopped: this replica no longer leads");
         }
         Err(err) => {
+            if err.reason() == PANICKED {
+                ctx.metrics.reconcile_panicked(name);
+            }
             let message = describe(err, &ctx.binary);
             tracing::warn!(error = %message, reason = err.reason(), "reconcile failed");
             effects.warning_event(err.reason(), truncate(&message, 1024));
@@ -157,7 +210,7 @@ async fn process<C: Controller>(
         ctx.written.finalized(uid, Instant::now());
     }
     if !fenced {
-        publish_events(&ctx.recorder, &*object, effects.events).await;
+        publish_events(&ctx.events, &*object, effects.events).await;
     }
     for callback in effects.after {
         callback(outcome.as_ref());
@@ -188,9 +241,9 @@ async fn process<C: Controller>(
     }
 }
 
-/// The author's action, or the controller's periodic interval when the action waits.
-fn into_kube(action: Action, periodic: Option<Duration>) -> KubeAction {
-    match action.requeue_after().or(periodic) {
+/// When to run again, as kube-runtime's action.
+fn into_kube(after: Option<Duration>) -> KubeAction {
+    match after {
         Some(after) => KubeAction::requeue(after),
         None => KubeAction::await_change(),
     }
@@ -229,17 +282,19 @@ pub(crate) fn error_policy<C: Controller>(
     };
     let delay = ctx.pipeline.config.backoff_policy().delay(failures);
     ctx.metrics.retry_scheduled(&ctx.pipeline.name);
+    ctx.queue
+        .requeued(queue::key(&ObjectRef::from_obj(&*object)), delay);
     tracing::debug!(object = %object.name_any(), failures, ?delay, "retrying after backoff");
     KubeAction::requeue(delay)
 }
 
-async fn publish_events<K: Object>(recorder: &Recorder, object: &K, events: Vec<Event>) {
+async fn publish_events<K: Object>(publisher: &Publisher, object: &K, events: Vec<Event>) {
     if events.is_empty() {
         return;
     }
     let reference = object.object_ref(&());
     for event in events {
-        if let Err(err) = recorder.publish(&event, &reference).await {
+        if let Err(err) = publisher.publish(&event, &reference).await {
             tracing::warn!(error = %err, reason = %event.reason, "could not publish event");
         }
     }
@@ -253,10 +308,13 @@ pub(crate) fn panicked(panic: &(dyn Any + Send)) -> ReconcileError {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".to_owned());
     ReconcileError::with_reason(
-        "ReconcilePanicked",
+        PANICKED,
         Panicked(format!("the reconcile panicked: {message}")),
     )
 }
+
+/// The reason of the error a panic becomes.
+const PANICKED: &str = "ReconcilePanicked";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -289,17 +347,15 @@ mod tests {
     #[test]
     fn the_periodic_interval_applies_only_when_the_action_waits() {
         let every = Some(Duration::from_secs(30));
+        let after = |action: Action| into_kube(action.requeue_after().or(every));
         assert_eq!(
-            into_kube(Action::await_change(), every),
+            after(Action::await_change()),
             KubeAction::requeue(Duration::from_secs(30))
         );
         assert_eq!(
-            into_kube(Action::requeue(Duration::from_secs(2)), every),
+            after(Action::requeue(Duration::from_secs(2))),
             KubeAction::requeue(Duration::from_secs(2))
         );
-        assert_eq!(
-            into_kube(Action::await_change(), None),
-            KubeAction::await_change()
-        );
+        assert_eq!(into_kube(None), KubeAction::await_change());
     }
 }

@@ -13,7 +13,7 @@ use kube::{
     runtime::{
         Controller as KubeController, WatchStreamExt,
         controller::{self, Config as ControllerConfig},
-        events::{Event, EventType, Recorder},
+        events::{Event, EventType},
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -26,7 +26,9 @@ use tracing::Instrument;
 use super::{
     cache::{Feed, lean, owner_stub},
     decode::DecodeError,
+    events::Publisher,
     intake::{Intake, Vanished},
+    queue,
     reconcile::{self, Context},
     registration::RunContext,
     related::{self, Related},
@@ -221,7 +223,12 @@ pub(crate) fn spawn<C: Controller>(
         // which the scheduler merges, rather than not at all.
         let touched = primary.feed.subscribe();
         let known = primary.store.state();
-        let trigger = futures::stream::iter(known).chain(touched);
+        // The work queue's adds are counted where the triggers enter kube-runtime.
+        let work_queue = runtime.metrics.work_queue(name);
+        let trigger = queue::count_triggers(
+            futures::stream::iter(known).chain(touched),
+            work_queue.clone(),
+        );
         let mut kube_controller = KubeController::for_shared_stream(trigger, primary.store.clone())
             .with_config(ControllerConfig::default().concurrency(config.concurrency_limit()));
         let mut cache = OwnedCaches::default();
@@ -233,10 +240,11 @@ pub(crate) fn spawn<C: Controller>(
                 continue;
             };
             cache.add(resource.clone(), store);
-            kube_controller = kube_controller.owns_stream_with(
-                touched.map(|object| Ok(owner_stub(&object))),
-                resource.clone(),
+            let children = queue::count_owner_triggers::<C::Resource, _>(
+                touched.map(|object| Ok::<_, watcher::Error>(owner_stub(&object))),
+                work_queue.clone(),
             );
+            kube_controller = kube_controller.owns_stream_with(children, resource.clone());
         }
         // Related kinds are watched for as long as the controller runs; the indexes that map
         // their events are kept by the primary's watch, warm with it.
@@ -263,10 +271,11 @@ pub(crate) fn spawn<C: Controller>(
         ));
         let report = report_decode_failures(
             primary.reports.clone(),
-            Recorder::new(runtime.client.clone(), runtime.reporter.clone()),
+            Publisher::new(runtime.client.clone(), runtime.reporter.clone()),
             runtime.metrics.clone(),
             name.to_owned(),
         );
+        let gone = context.clone();
         let stream = kube_controller
             .graceful_shutdown_on(shutdown.clone().cancelled_owned())
             .run(
@@ -285,9 +294,15 @@ pub(crate) fn spawn<C: Controller>(
                         tracing::info!("cache synced");
                     }
                 };
-                let run = stream.for_each(|result| async move {
-                    if let Err(err) = result {
-                        log_controller_error(&err);
+                let run = stream.for_each(|result| {
+                    // A request for an object no longer there: what is kept about it goes.
+                    if let Err(controller::Error::ObjectNotFound(object)) = &result {
+                        gone.object_gone(object);
+                    }
+                    async move {
+                        if let Err(err) = result {
+                            log_controller_error(&err);
+                        }
                     }
                 });
                 tokio::select! {
@@ -306,7 +321,7 @@ pub(crate) fn spawn<C: Controller>(
 /// one count in `bonny_decode_errors_total`, per object version (the intake sends each once).
 async fn report_decode_failures(
     failures: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<DecodeError>>>,
-    recorder: Recorder,
+    recorder: Publisher,
     metrics: Metrics,
     controller: String,
 ) {
