@@ -9,3 +9,4 @@ pub use health::Health;
 pub use logging::{LogFormat, init_logging_with};
 pub use metrics::Metrics;
 pub(crate) use metrics::ReconcileResult;
+pub(crate) use metrics::WebhookMetrics;

@@ -32,6 +32,7 @@ use crate::{
     leader::{Defaults, Election, Elector, LeaderElection},
     observe::{Health, Metrics, server::Server},
     runtime::{Registered, Registration, RunContext},
+    webhook::{self, Webhooks},
 };
 use controller_set::ControllerSet;
 pub use settings::{Settings, parse_duration};
@@ -68,6 +69,7 @@ pub struct Operator {
     health: Health,
     settings: Settings,
     observer: Option<Observer>,
+    webhooks: Option<Webhooks>,
 }
 
 impl std::fmt::Debug for Operator {
@@ -154,6 +156,27 @@ impl Operator {
             let bound = server.local_addr().unwrap_or(addr);
             tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
             background.spawn(server.serve(server_stop.clone()));
+        }
+        // Webhooks are served by every replica, leader or not, with the plain client: the
+        // certificate Secret and CA bundle are shared state, not controller writes.
+        if let Some(webhooks) = self.webhooks.as_ref().filter(|w| !w.is_empty()) {
+            let context = webhook::Context {
+                client: client.clone(),
+                operator: self.name.clone(),
+                namespace: self
+                    .settings
+                    .pod_namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".to_owned()),
+                addr: SocketAddr::from(([0, 0, 0, 0], webhooks.port_number())),
+                metrics: self.metrics.clone(),
+                health: self.health.clone(),
+            };
+            let (bound, tasks) = webhook::start(webhooks, context, server_stop.clone()).await?;
+            tracing::info!(addr = %bound, "serving webhooks");
+            for task in tasks {
+                background.spawn(task);
+            }
         }
         let elector = self
             .leader
@@ -248,6 +271,7 @@ pub struct OperatorBuilder {
     http_addr: Option<Option<SocketAddr>>,
     metrics: Option<Metrics>,
     observer: Option<Observer>,
+    webhooks: Option<Webhooks>,
 }
 
 /// What [`OperatorBuilder::on_controllers`] is told.
@@ -345,6 +369,13 @@ impl OperatorBuilder {
         self
     }
 
+    /// Serve these admission and conversion webhooks (on every replica, leader or not); the
+    /// manifests gain their Service, configurations and CRD conversion stanzas.
+    pub fn webhooks(mut self, webhooks: Webhooks) -> Self {
+        self.webhooks = Some(webhooks);
+        self
+    }
+
     /// Check the configuration and build the operator.
     ///
     /// # Errors
@@ -426,6 +457,7 @@ impl OperatorBuilder {
             health: Health::default(),
             settings,
             observer: self.observer,
+            webhooks: self.webhooks,
         })
     }
 
