@@ -323,7 +323,8 @@ impl Webhooks {
         self.hooks.iter().map(|hook| hook.route())
     }
 
-    pub(crate) fn port_number(&self) -> u16 {
+    /// The port served on.
+    pub fn port_number(&self) -> u16 {
         self.port
     }
 
