@@ -80,6 +80,10 @@ pub enum Error {
     /// The CRD versions declared for a controller do not merge.
     #[error(transparent)]
     Crd(#[from] crate::manifest::CrdMergeError),
+
+    /// The webhook server could not start.
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookError),
 }
 
 impl std::fmt::Debug for Error {

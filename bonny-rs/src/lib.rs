@@ -44,6 +44,7 @@ pub mod operator;
 pub mod runtime;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod webhook;
 
 pub use bonny_rs_macros::controller;
 pub use error::Error;

@@ -15,10 +15,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("observe", &[]),
     ("leader", &[]),
     ("runtime", &["controller", "observe", "leader"]),
-    ("manifest", &["controller", "runtime", "leader"]),
+    ("webhook", &["observe"]),
+    ("manifest", &["controller", "runtime", "leader", "webhook"]),
     (
         "error",
-        &["controller", "runtime", "manifest", "leader", "observe"],
+        &[
+            "controller",
+            "runtime",
+            "manifest",
+            "leader",
+            "observe",
+            "webhook",
+        ],
     ),
     (
         "operator",
@@ -29,6 +37,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "leader",
             "observe",
             "error",
+            "webhook",
         ],
     ),
 ];

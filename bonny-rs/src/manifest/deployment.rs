@@ -31,6 +31,7 @@ pub struct Options {
     pub(crate) replicas: Option<i32>,
     pub(crate) metrics_port: u16,
     pub(crate) fence: bool,
+    pub(crate) webhook_url: Option<String>,
 }
 
 impl Options {
@@ -42,6 +43,7 @@ impl Options {
             replicas: None,
             metrics_port: 8080,
             fence: true,
+            webhook_url: None,
         }
     }
 
@@ -62,6 +64,14 @@ impl Options {
     /// Lease holder. Turn it off to run replicas outside pods (see [`super::fence`]).
     pub fn fence(mut self, on: bool) -> Self {
         self.fence = on;
+        self
+    }
+
+    /// Have the API server call the webhooks at this base URL (`https://host:port`) instead of
+    /// through their Service: for an operator running outside the cluster, as in tests. No
+    /// Service is generated then.
+    pub fn webhook_url(mut self, base: impl Into<String>) -> Self {
+        self.webhook_url = Some(base.into());
         self
     }
 

@@ -19,6 +19,7 @@ mod deployment;
 pub mod fence;
 mod rbac;
 mod render;
+mod webhooks;
 
 use k8s_openapi::{
     api::{
@@ -31,11 +32,13 @@ use k8s_openapi::{
 
 use crate::leader::Election;
 use crate::runtime::{Namespaces, Registration, rbac::sdk_rules};
+use crate::webhook::Webhooks;
 
 pub use deployment::Options;
 pub use fence::Fence;
 pub use rbac::{KNOWN_VERBS, Rule, merge_rules};
 pub use render::RenderError;
+pub use webhooks::WebhookManifests;
 
 /// The CRD versions declared for a controller do not merge.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +69,9 @@ pub struct Manifests {
     pub fence: Option<Fence>,
     /// The operator Deployment.
     pub deployment: Deployment,
+    /// The webhooks' Service, configurations and Secret RBAC (when the operator serves
+    /// webhooks; the CRDs then carry their conversion stanza).
+    pub webhooks: Option<WebhookManifests>,
 }
 
 /// The manifests that deploy operator `name` with these controllers: CRDs, RBAC (the SDK's own
@@ -75,8 +81,10 @@ pub(crate) fn build(
     registrations: &[Box<dyn Registration>],
     namespaces: &Namespaces,
     leader: Option<&Election>,
+    webhooks: Option<&Webhooks>,
     options: &Options,
 ) -> Result<Manifests, CrdMergeError> {
+    let webhooks = webhooks.filter(|w| !w.is_empty());
     let leader_election = leader.is_some();
     let mut crds = Vec::new();
     let mut rules = sdk_rules(
@@ -95,6 +103,9 @@ pub(crate) fn build(
         }
         rules.extend(registration.author_rules().iter().cloned());
         cluster_scoped |= !registration.kinds().namespaced;
+    }
+    if let Some(webhooks) = webhooks {
+        rules.extend(webhooks::rules(webhooks));
     }
     crds.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     crds.dedup_by(|a, b| a.metadata.name == b.metadata.name);
@@ -122,6 +133,9 @@ pub(crate) fn build(
     let fence = leader
         .filter(|_| options.fence)
         .map(|leader| fence::for_operator(name, leader, options, &rules));
+    let mut deployment = deployment::deployment(name, options, leader_election, watched);
+    let webhooks = webhooks
+        .map(|webhooks| webhooks::build(name, webhooks, options, &mut crds, &mut deployment));
     Ok(Manifests {
         crds,
         service_account: deployment::service_account(name, options),
@@ -129,6 +143,7 @@ pub(crate) fn build(
         cluster_role_binding,
         role_bindings,
         fence,
-        deployment: deployment::deployment(name, options, leader_election, watched),
+        deployment,
+        webhooks,
     })
 }

@@ -87,7 +87,26 @@ impl Manifests {
                 &fence.binding,
             )?);
         }
+        if let Some(webhooks) = &self.webhooks {
+            docs.push(document("webhook-secret-role.yaml".into(), &webhooks.role)?);
+            docs.push(document(
+                "webhook-secret-role-binding.yaml".into(),
+                &webhooks.role_binding,
+            )?);
+            if let Some(service) = &webhooks.service {
+                docs.push(document("webhook-service.yaml".into(), service)?);
+            }
+        }
         docs.push(document("deployment.yaml".into(), &self.deployment)?);
+        if let Some(webhooks) = &self.webhooks {
+            // After the Deployment: the configurations only take effect once it can answer.
+            if let Some(config) = &webhooks.validating {
+                docs.push(document("validating-webhooks.yaml".into(), config)?);
+            }
+            if let Some(config) = &webhooks.mutating {
+                docs.push(document("mutating-webhooks.yaml".into(), config)?);
+            }
+        }
         Ok(docs)
     }
 

@@ -517,3 +517,96 @@ mod tests {
         );
     }
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    webhook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookCodeLabels {
+    webhook: String,
+    code: String,
+}
+
+/// The webhook server's metrics, named like controller-runtime's; the `webhook` label is the
+/// URL path. Registered on the operator's registry once, when the operator serves webhooks.
+#[derive(Clone, Debug)]
+pub(crate) struct WebhookMetrics {
+    requests: Family<WebhookCodeLabels, Counter>,
+    latency: Family<WebhookLabels, Histogram>,
+    in_flight: Family<WebhookLabels, Gauge>,
+    panics: Counter,
+}
+
+impl WebhookMetrics {
+    /// Register the webhook metrics on `metrics`' registry.
+    pub(crate) fn register(metrics: &Metrics) -> Self {
+        let requests = Family::<WebhookCodeLabels, Counter>::default();
+        let latency = Family::<WebhookLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        });
+        let in_flight = Family::<WebhookLabels, Gauge>::default();
+        let panics = Counter::default();
+        let mut registry = metrics.register();
+        registry.register(
+            "controller_runtime_webhook_requests",
+            "Total number of admission and conversion requests by webhook and HTTP status code",
+            requests.clone(),
+        );
+        registry.register(
+            "controller_runtime_webhook_latency_seconds",
+            "Histogram of the latency of processing admission and conversion requests",
+            latency.clone(),
+        );
+        registry.register(
+            "controller_runtime_webhook_requests_in_flight",
+            "Current number of admission and conversion requests being served",
+            in_flight.clone(),
+        );
+        registry.register(
+            "controller_runtime_webhook_panics",
+            "Total number of panics in webhook code, each answered as an internal error",
+            panics.clone(),
+        );
+        Self {
+            requests,
+            latency,
+            in_flight,
+            panics,
+        }
+    }
+
+    /// A request to `webhook` arrived.
+    pub(crate) fn request_started(&self, webhook: &str) {
+        self.in_flight
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A request to `webhook` was answered with `code` after `elapsed`.
+    pub(crate) fn request_finished(&self, webhook: &str, code: u16, elapsed: Duration) {
+        let labels = WebhookLabels {
+            webhook: webhook.to_owned(),
+        };
+        self.in_flight.get_or_create(&labels).dec();
+        self.latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&WebhookCodeLabels {
+                webhook: webhook.to_owned(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
+    /// The author's webhook code panicked.
+    pub(crate) fn panicked(&self) {
+        self.panics.inc();
+    }
+}

@@ -12,5 +12,6 @@ pub use health::Health;
 pub use logging::{LogFormat, init_logging_with};
 pub use metrics::Metrics;
 pub(crate) use metrics::ReconcileResult;
+pub(crate) use metrics::WebhookMetrics;
 pub use rest_client::{CountRequests, Counted};
 pub(crate) use workqueue::{QueueKey, WorkQueue};

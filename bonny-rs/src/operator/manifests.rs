@@ -17,6 +17,7 @@ impl Operator {
             &self.registrations,
             &self.namespaces,
             self.leader.as_ref(),
+            self.webhooks.as_ref(),
             options,
         )?)
     }

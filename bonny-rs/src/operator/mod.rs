@@ -33,6 +33,7 @@ use crate::{
     leader::{Defaults, Election, Elector, LeaderElection},
     observe::{CountRequests, Health, Metrics, server::Server},
     runtime::{Caches, Registered, Registration, RunContext},
+    webhook::{self, Webhooks},
 };
 use controller_set::ControllerSet;
 pub use settings::{Settings, parse_duration};
@@ -70,6 +71,7 @@ pub struct Operator {
     settings: Settings,
     observer: Option<Observer>,
     warm_standby: bool,
+    webhooks: Option<Webhooks>,
 }
 
 impl std::fmt::Debug for Operator {
@@ -161,6 +163,27 @@ impl Operator {
             let bound = server.local_addr().unwrap_or(addr);
             tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
             background.spawn(server.serve(server_stop.clone()));
+        }
+        // Webhooks are served by every replica, leader or not, with the plain client: the
+        // certificate Secret and CA bundle are shared state, not controller writes.
+        if let Some(webhooks) = self.webhooks.as_ref().filter(|w| !w.is_empty()) {
+            let context = webhook::Context {
+                client: client.clone(),
+                operator: self.name.clone(),
+                namespace: self
+                    .settings
+                    .pod_namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".to_owned()),
+                addr: SocketAddr::from(([0, 0, 0, 0], webhooks.port_number())),
+                metrics: self.metrics.clone(),
+                health: self.health.clone(),
+            };
+            let (bound, tasks) = webhook::start(webhooks, context, server_stop.clone()).await?;
+            tracing::info!(addr = %bound, "serving webhooks");
+            for task in tasks {
+                background.spawn(task);
+            }
         }
         let elector = self
             .leader
@@ -278,6 +301,7 @@ pub struct OperatorBuilder {
     metrics: Option<Metrics>,
     observer: Option<Observer>,
     warm_standby: Option<bool>,
+    webhooks: Option<Webhooks>,
 }
 
 /// What [`OperatorBuilder::on_controllers`] is told.
@@ -387,6 +411,13 @@ impl OperatorBuilder {
         self
     }
 
+    /// Serve these admission and conversion webhooks (on every replica, leader or not); the
+    /// manifests gain their Service, configurations and CRD conversion stanzas.
+    pub fn webhooks(mut self, webhooks: Webhooks) -> Self {
+        self.webhooks = Some(webhooks);
+        self
+    }
+
     /// Check the configuration and build the operator.
     ///
     /// # Errors
@@ -469,6 +500,7 @@ impl OperatorBuilder {
             warm_standby: self.warm_standby.or(settings.warm_standby).unwrap_or(false),
             settings,
             observer: self.observer,
+            webhooks: self.webhooks,
         })
     }
 

@@ -1,0 +1,505 @@
+//! Admission webhooks on the real control plane: the local kube-apiserver calls the operator's
+//! webhook server on loopback (URL client configuration, the CA bundle the operator injects).
+//! An invalid object is refused with the author's message, a warning reaches `kubectl`, a
+//! defaulted field is set on create, a panic is a refusal and not a crash, the operator's own
+//! namespace is never blocked, the failure policy decides when the operator is down, and a
+//! certificate rotation under continuous writes fails no request.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bonny::{
+    Operator,
+    manifest::{Options, WebhookManifests},
+    observe::Metrics,
+    prelude::*,
+    testing::TestEnv,
+    webhook::{Certificates, FailurePolicy, SelfManaged, Verdict, Webhooks},
+};
+use bonny_e2e::{eventually, init_tracing};
+use k8s_openapi::api::{
+    admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
+    core::v1::Secret,
+};
+use kube::{
+    Api, Client, CustomResource, CustomResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    core::admission::Operation,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(30);
+const OPERATOR: &str = "thing-operator";
+/// The operator's own namespace (the default of `BONNY_POD_NAMESPACE`).
+const OWN: &str = "default";
+/// Where the things under test live.
+const APPS: &str = "apps";
+
+/// The resource the webhooks admit.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "hooks.e2e.bonny.dev",
+    version = "v1",
+    kind = "Thing",
+    namespaced
+)]
+pub struct ThingSpec {
+    /// 0 is refused, over 50 warned about, 13 panics the validator.
+    pub size: u32,
+    /// Defaulted to `grey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
+}
+
+/// The operator needs a controller; this one does nothing.
+#[bonny::controller(resource = Thing)]
+#[derive(Clone, Default)]
+pub struct ThingController;
+
+impl Reconcile<Thing> for ThingController {
+    async fn apply(&self, _axn: &mut Axn<Thing>) -> Result<Action, ReconcileError> {
+        Ok(Action::await_change())
+    }
+}
+
+fn thing(name: &str, size: u32) -> Thing {
+    Thing::new(name, ThingSpec { size, color: None })
+}
+
+fn webhooks(port: u16) -> Webhooks {
+    Webhooks::new()
+        .port(port)
+        .host("127.0.0.1")
+        .validate::<Thing>(|request| {
+            if request.operation == Operation::Delete {
+                return Verdict::allow();
+            }
+            let Some(thing) = &request.object else {
+                return Verdict::allow();
+            };
+            match thing.spec.size {
+                0 => Verdict::deny("spec.size must be at least 1"),
+                13 => panic!("size 13 is unlucky"),
+                size if size > 50 => Verdict::allow().warn(format!("size {size} is large")),
+                _ => Verdict::allow(),
+            }
+        })
+        .defaults::<Thing>(|thing| {
+            thing.spec.color.get_or_insert_with(|| "grey".to_owned());
+        })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running operator serving `webhooks`.
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), bonny::Error>>,
+}
+
+impl Running {
+    fn start(client: Client, webhooks: Webhooks, metrics: Metrics) -> Self {
+        let operator = operator(client, webhooks, metrics);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(operator.run_until(stop.clone()));
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn operator(client: Client, webhooks: Webhooks, metrics: Metrics) -> Operator {
+    Operator::builder()
+        .name(OPERATOR)
+        .client(client)
+        .without_http()
+        .metrics(metrics)
+        .controller(ThingController)
+        .webhooks(webhooks)
+        .build()
+        .unwrap()
+}
+
+/// The generated webhook manifests, calling the webhooks on loopback.
+fn manifests(client: Client, webhooks: Webhooks) -> WebhookManifests {
+    let port = webhooks.port_number();
+    operator(client, webhooks, Metrics::new())
+        .manifests(
+            &Options::new("img:1")
+                .namespace(OWN)
+                .webhook_url(format!("https://127.0.0.1:{port}")),
+        )
+        .unwrap()
+        .webhooks
+        .expect("webhook manifests")
+}
+
+/// A control plane with the Thing CRD, the `apps` namespace and the webhook configurations.
+async fn setup(webhooks: &Webhooks) -> TestEnv {
+    let env = TestEnv::start().await.unwrap();
+    env.install_crd(Thing::crd()).await.unwrap();
+    env.create_namespace(APPS).await.unwrap();
+    let client = env.client();
+    let manifests = manifests(client.clone(), webhooks.clone());
+    assert!(
+        manifests.service.is_none(),
+        "URL client config needs no Service"
+    );
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &manifests.validating.unwrap())
+        .await
+        .unwrap();
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &manifests.mutating.unwrap())
+        .await
+        .unwrap();
+    env
+}
+
+/// Until a create through both webhooks succeeds: the server is up and the API server has
+/// the CA bundle.
+async fn wait_admitting(client: &Client, name: &str) {
+    let things: Api<Thing> = Api::namespaced(client.clone(), APPS);
+    eventually("the webhooks to admit a create", WAIT, || async {
+        match things.create(&PostParams::default(), &thing(name, 1)).await {
+            Ok(created) => Some(created),
+            Err(err) => {
+                tracing::info!(error = %err, "not admitting yet");
+                None
+            }
+        }
+    })
+    .await;
+}
+
+fn api_message(err: kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => status.message,
+        other => panic!("expected a refusal by the API server, got {other}"),
+    }
+}
+
+/// `kubectl <args>` with `stdin`, off the runtime (the webhook server runs on it); returns
+/// (success, stdout, stderr).
+async fn kubectl(env: &TestEnv, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut command = env.kubectl().unwrap();
+    command.args(args);
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || run(command, &stdin))
+        .await
+        .unwrap()
+}
+
+fn run(mut command: std::process::Command, stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_webhooks_refuse_warn_default_and_survive_a_panic() {
+    init_tracing();
+    let port = free_port();
+    let webhooks = webhooks(port);
+    let env = setup(&webhooks).await;
+    let client = env.client();
+    let metrics = Metrics::new();
+    let running = Running::start(client.clone(), webhooks, metrics.clone());
+    wait_admitting(&client, "first").await;
+
+    // The CA bundle was written by the operator into both configurations.
+    let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .get(OPERATOR)
+        .await
+        .unwrap();
+    let bundle = validating.webhooks.unwrap()[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .expect("the operator injected the CA bundle");
+    let secret = Api::<Secret>::namespaced(client.clone(), OWN)
+        .get(&bonny::webhook::secret_name(OPERATOR))
+        .await
+        .unwrap();
+    assert_eq!(
+        secret.data.unwrap()["ca-bundle.crt"].0,
+        bundle.0,
+        "the bundle is the shared Secret's"
+    );
+
+    let things: Api<Thing> = Api::namespaced(client.clone(), APPS);
+    // Refused with the author's message.
+    let refused = things
+        .create(&PostParams::default(), &thing("empty", 0))
+        .await
+        .unwrap_err();
+    let message = api_message(refused);
+    assert!(
+        message.contains("denied the request: spec.size must be at least 1"),
+        "{message}"
+    );
+
+    // Defaulted on create.
+    let created = things
+        .create(&PostParams::default(), &thing("plain", 3))
+        .await
+        .unwrap();
+    assert_eq!(created.spec.color.as_deref(), Some("grey"));
+    // A color the author set is kept.
+    let mut teal = thing("teal", 3);
+    teal.spec.color = Some("teal".into());
+    let created = things.create(&PostParams::default(), &teal).await.unwrap();
+    assert_eq!(created.spec.color.as_deref(), Some("teal"));
+    // And on update: removing the color brings the default back.
+    let patched = things
+        .patch(
+            "teal",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"color": null}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.spec.color.as_deref(), Some("grey"));
+
+    // A warning reaches kubectl.
+    let big = format!(
+        "apiVersion: hooks.e2e.bonny.dev/v1\nkind: Thing\nmetadata: {{name: big, namespace: {APPS}}}\nspec: {{size: 60}}\n"
+    );
+    let (ok, _, stderr) = kubectl(&env, &["create", "-f", "-"], &big).await;
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("Warning: size 60 is large"), "{stderr}");
+    // And a refusal's message too.
+    let empty = big
+        .replace("name: big", "name: empty")
+        .replace("size: 60", "size: 0");
+    let (ok, _, stderr) = kubectl(&env, &["create", "-f", "-"], &empty).await;
+    assert!(!ok);
+    assert!(stderr.contains("spec.size must be at least 1"), "{stderr}");
+
+    // A panic is a refusal naming it, and the server goes on serving.
+    let refused = things
+        .create(&PostParams::default(), &thing("unlucky", 13))
+        .await
+        .unwrap_err();
+    let message = api_message(refused);
+    assert!(
+        message.contains("panicked: size 13 is unlucky"),
+        "{message}"
+    );
+    things
+        .create(&PostParams::default(), &thing("after-panic", 2))
+        .await
+        .unwrap();
+
+    // The operator's own namespace is never sent to the webhooks.
+    let own: Api<Thing> = Api::namespaced(client.clone(), OWN);
+    let unchecked = own
+        .create(&PostParams::default(), &thing("own", 0))
+        .await
+        .unwrap();
+    assert_eq!(unchecked.spec.color, None, "not defaulted either");
+
+    // The metrics count it all, under controller-runtime's names.
+    let text = metrics.encode();
+    for name in [
+        "controller_runtime_webhook_requests_total{",
+        "controller_runtime_webhook_latency_seconds_bucket{",
+        "controller_runtime_webhook_requests_in_flight{",
+    ] {
+        assert!(text.contains(name), "{name} missing in:\n{text}");
+    }
+    assert!(
+        text.contains("controller_runtime_webhook_panics_total 1"),
+        "{text}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_operator_down_fail_refuses_and_ignore_admits() {
+    init_tracing();
+    let port = free_port();
+    let webhooks = webhooks(port);
+    let env = setup(&webhooks).await;
+    let client = env.client();
+    let running = Running::start(client.clone(), webhooks, Metrics::new());
+    wait_admitting(&client, "first").await;
+    running.stop().await;
+
+    let things: Api<Thing> = Api::namespaced(client.clone(), APPS);
+    // failurePolicy Fail (the default): refused, saying the webhook could not be called.
+    let refused = things
+        .create(&PostParams::default(), &thing("while-down", 1))
+        .await
+        .unwrap_err();
+    let message = api_message(refused);
+    assert!(message.contains("failed calling webhook"), "{message}");
+    // The operator's own namespace is not blocked even so.
+    Api::<Thing>::namespaced(client.clone(), OWN)
+        .create(&PostParams::default(), &thing("own-while-down", 1))
+        .await
+        .unwrap();
+
+    // failurePolicy Ignore: the same write goes through, unchecked and undefaulted.
+    let ignore = manifests(
+        client.clone(),
+        self::webhooks(port).failure_policy(FailurePolicy::Ignore),
+    );
+    for (kind, body) in [
+        (
+            "validating",
+            serde_json::to_value(ignore.validating.unwrap()).unwrap(),
+        ),
+        (
+            "mutating",
+            serde_json::to_value(ignore.mutating.unwrap()).unwrap(),
+        ),
+    ] {
+        let webhooks = body["webhooks"].clone();
+        let patch = Patch::Merge(json!({ "webhooks": webhooks }));
+        if kind == "validating" {
+            Api::<ValidatingWebhookConfiguration>::all(client.clone())
+                .patch(OPERATOR, &PatchParams::default(), &patch)
+                .await
+                .unwrap();
+        } else {
+            Api::<MutatingWebhookConfiguration>::all(client.clone())
+                .patch(OPERATOR, &PatchParams::default(), &patch)
+                .await
+                .unwrap();
+        }
+    }
+    let admitted = eventually("the Ignore policy to apply", WAIT, || async {
+        things
+            .create(&PostParams::default(), &thing("while-down", 0))
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(admitted.spec.color, None, "nothing defaulted it");
+}
+
+#[tokio::test]
+async fn a_certificate_rotation_under_continuous_writes_fails_no_request() {
+    init_tracing();
+    let port = free_port();
+    let validity = Duration::from_secs(30);
+    let webhooks = webhooks(port).certificates(Certificates::SelfManaged(
+        SelfManaged::default()
+            .validity(validity)
+            .rotate_before(validity / 3),
+    ));
+    let env = setup(&webhooks).await;
+    let client = env.client();
+    let running = Running::start(client.clone(), webhooks.clone(), Metrics::new());
+    wait_admitting(&client, "first").await;
+
+    // A second replica on another port: it reads the first one's Secret and writes nothing.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), OWN);
+    let secret_name = bonny::webhook::secret_name(OPERATOR);
+    let before = secrets.get(&secret_name).await.unwrap();
+    let second_port = free_port();
+    let second = Running::start(
+        client.clone(),
+        webhooks.clone().port(second_port),
+        Metrics::new(),
+    );
+
+    let secrets_seen = Arc::new(std::sync::Mutex::new(vec![
+        before.data.clone().unwrap()["tls.crt"].0.clone(),
+    ]));
+    let writes = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let things: Api<Thing> = Api::namespaced(client.clone(), APPS);
+        let (writes, failures, done) = (writes.clone(), failures.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut i = 0u32;
+            while !done.load(Ordering::SeqCst) {
+                i += 1;
+                match things
+                    .create(
+                        &PostParams::default(),
+                        &thing(&format!("w-{i}"), 1 + i % 10),
+                    )
+                    .await
+                {
+                    Ok(_) => writes.fetch_add(1, Ordering::SeqCst),
+                    Err(err) => {
+                        failures.lock().unwrap().push(err.to_string());
+                        0
+                    }
+                };
+            }
+        })
+    };
+    // Two full lifetimes: at least two rotations.
+    let started = Instant::now();
+    while started.elapsed() < validity * 2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let secret = secrets.get(&secret_name).await.unwrap();
+        let cert = secret.data.unwrap()["tls.crt"].0.clone();
+        let mut seen = secrets_seen.lock().unwrap();
+        if seen.last() != Some(&cert) {
+            seen.push(cert);
+        }
+    }
+    done.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    let rotations = secrets_seen.lock().unwrap().len() - 1;
+    let writes = writes.load(Ordering::SeqCst);
+    let failures = failures.lock().unwrap().clone();
+    println!(
+        "rotation: {rotations} new serving certificates during {writes} writes, {} failed",
+        failures.len()
+    );
+    assert!(
+        rotations >= 2,
+        "expected two rotations in two lifetimes, saw {rotations}"
+    );
+    assert!(writes > 100, "the writer kept writing ({writes})");
+    assert!(failures.is_empty(), "failed writes: {failures:?}");
+    let after = secrets.get(&secret_name).await.unwrap();
+    assert_eq!(
+        after.metadata.uid, before.metadata.uid,
+        "one Secret for both replicas"
+    );
+    second.stop().await;
+    running.stop().await;
+}
