@@ -3,8 +3,9 @@
 //! - `cargo xtask demo`: the hello-world operator, two replicas with leader election, on a
 //!   local control plane (or on the cluster `KUBECONFIG` points at); kills the leader and shows
 //!   the standby take over.
-//! - `cargo xtask test`: build or reuse the control plane, then format check, clippy and the
-//!   whole test suite on the real API server.
+//! - `cargo xtask test`: build or reuse the control plane, then format check, clippy, the
+//!   whole test suite on the real API server, and the peer benchmark's `--quick` size (so the
+//!   bench cannot rot).
 
 mod demo;
 
@@ -23,7 +24,8 @@ struct Cli {
 enum Task {
     /// Run the demo: two replicas of the hello-world operator with leader election.
     Demo,
-    /// Build the control plane if needed, then check formatting, lints and run every test.
+    /// Build the control plane if needed, then check formatting, lints, run every test and the
+    /// quick benchmark.
     Test,
 }
 
@@ -84,7 +86,36 @@ fn test() -> Result<(), String> {
         &["doc", "--workspace", "--no-deps", "--all-features"],
         &[("RUSTDOCFLAGS", &format!("{rustdoc} -D warnings"))],
     )?;
-    cargo_test(&["test", "--workspace", "--all-features", "--no-fail-fast"])
+    let tests = cargo_test(&["test", "--workspace", "--all-features", "--no-fail-fast"]);
+    let bench = bench_quick();
+    tests.and(bench)
+}
+
+/// The peer benchmark at its CI size (`bench/driver --quick`: 50 widgets, bonny-rs and
+/// kube-runtime, no Go): it fails when a peer does not reconcile or delete every widget. The
+/// bench crates are outside the workspace, with their own lock files, and build into
+/// `bench/target` (gitignored), where the driver also builds the peers.
+fn bench_quick() -> Result<(), String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("xtask has no parent directory")?;
+    let manifest = root.join("bench/driver/Cargo.toml");
+    let target = root.join("bench/target");
+    let (Some(manifest), Some(target)) = (manifest.to_str(), target.to_str()) else {
+        return Err("the checkout's path is not UTF-8".into());
+    };
+    cargo_with_env(
+        &[
+            "run",
+            "--release",
+            "--quiet",
+            "--manifest-path",
+            manifest,
+            "--",
+            "--quick",
+        ],
+        &[("CARGO_TARGET_DIR", target)],
+    )
 }
 
 /// Runs `cargo test`, echoing its output, and ends with one line that sums up every test

@@ -4,8 +4,9 @@
 //! and CPU. It prints figures and ratios; it asserts nothing about them, and fails only when a
 //! peer does not do the job (a widget not reconciled or not deleted within the deadline).
 //!
-//! `cargo run --release --manifest-path bench/driver/Cargo.toml -- --n 200`
+//! `cargo run --release --manifest-path bench/driver/Cargo.toml -- --sizes 1000,5000,10000`
 
+mod failover;
 mod peer;
 mod requests;
 mod scenario;
@@ -29,35 +30,55 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Widgets created at once [default: 200, 50 with --quick].
-    #[arg(long)]
-    n: Option<usize>,
+    /// Widgets created at once, one or more sizes, e.g. 1000,5000,10000 [default: 200; 50
+    /// with --quick]. With two sizes or more the run ends with the RSS slope over N.
+    #[arg(long, visible_alias = "n", value_delimiter = ',')]
+    sizes: Vec<usize>,
     /// Steady-state window, e.g. 30s [default: 30s, 10s with --quick].
     #[arg(long, value_parser = duration)]
     window: Option<Duration>,
-    /// A short run: fewer widgets and a shorter window.
+    /// The CI size: 50 widgets, a 10 s window, bonny-rs and kube-runtime only (no Go build),
+    /// the scale scenario only.
     #[arg(long)]
     quick: bool,
     /// How long reconciling or deleting all widgets may take before a peer fails.
     #[arg(long, value_parser = duration, default_value = "300s")]
     deadline: Duration,
-    /// The peers, in order.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "bonny,kube-runtime,controller-runtime"
-    )]
+    /// The peers, in order [default: bonny,kube-runtime,controller-runtime; bonny,kube-runtime
+    /// with --quick].
+    #[arg(long, value_enum, value_delimiter = ',')]
     peers: Vec<Peer>,
-    /// Runs of every peer; the table shows medians. The order of the peers rotates per round.
+    /// What to run: `scale` (every size), `foreign` (widgets beside ConfigMaps no widget
+    /// owns), `failover` (kill the leader of two replicas).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "scale")]
+    scenarios: Vec<Scenario>,
+    /// Runs of every peer per size; the table shows medians. The order of the peers rotates per
+    /// round.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
     /// Requests the driver has in flight while creating or touching widgets.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Foreign scenario: ConfigMaps of about 2 KiB in ten other namespaces.
+    #[arg(long, default_value_t = 10_000)]
+    foreign: usize,
+    /// Foreign scenario: widgets.
+    #[arg(long, default_value_t = 1_000)]
+    foreign_widgets: usize,
+    /// Failover scenario: widgets reconciled before the leader is killed.
+    #[arg(long, default_value_t = 5_000)]
+    failover_n: usize,
     /// Also print every peer's requests by verb and resource.
     #[arg(long)]
     verbose: bool,
+}
+
+/// A scenario of the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    Scale,
+    Foreign,
+    Failover,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -87,13 +108,29 @@ async fn main() -> ExitCode {
 
 /// `Ok(false)` when a peer failed functionally.
 async fn run(args: Args) -> Result<bool, BoxError> {
-    let settings = Settings {
-        n: args.n.unwrap_or(if args.quick { 50 } else { 200 }),
+    let sizes = match (args.sizes.is_empty(), args.quick) {
+        (false, _) => args.sizes.clone(),
+        (true, true) => vec![50],
+        (true, false) => vec![200],
+    };
+    let peers = match (args.peers.is_empty(), args.quick) {
+        (false, _) => args.peers.clone(),
+        (true, true) => vec![Peer::Bonny, Peer::KubeRuntime],
+        (true, false) => vec![Peer::Bonny, Peer::KubeRuntime, Peer::ControllerRuntime],
+    };
+    let scenarios = if args.quick {
+        vec![Scenario::Scale]
+    } else {
+        args.scenarios.clone()
+    };
+    let base = Settings {
+        n: sizes[0],
         window: args
             .window
             .unwrap_or(Duration::from_secs(if args.quick { 10 } else { 30 })),
         deadline: args.deadline,
         concurrency: args.concurrency,
+        foreign: 0,
     };
     let bench = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -104,35 +141,156 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         .unwrap_or_else(|| bench.join("target"));
 
     let mut binaries = Vec::new();
-    for &peer in &args.peers {
+    for &peer in &peers {
         eprintln!("building {} ...", peer.label());
         binaries.push((peer, peer.build(&bench, &target)?));
     }
     let logs = tempfile_dir()?;
     eprintln!(
-        "{} widgets, {:?} steady-state window, {} round(s); peer logs in {}; load average {}",
-        settings.n,
-        settings.window,
+        "sizes {sizes:?}, scenarios {scenarios:?}, {:?} steady-state window, {} round(s); peer logs in {}; load average {}",
+        base.window,
         args.rounds,
         logs.display(),
         load_average()
     );
 
-    let mut outcomes: Vec<(Peer, Vec<Outcome>)> =
-        args.peers.iter().map(|&p| (p, Vec::new())).collect();
     let mut ok = true;
+    if scenarios.contains(&Scenario::Scale) {
+        let mut by_size = Vec::new();
+        for &n in &sizes {
+            let settings = Settings { n, ..base.clone() };
+            let outcomes = rounds(&binaries, &settings, &args, &logs, &mut ok).await;
+            println!();
+            println!(
+                "scale: {n} widgets, {} s steady-state window, {} round(s), load average at the end {}",
+                settings.window.as_secs_f64(),
+                args.rounds,
+                load_average()
+            );
+            println!();
+            print!("{}", table(&outcomes, n));
+            by_size.push((n, outcomes));
+        }
+        if sizes.len() >= 2 {
+            println!();
+            println!("per-object memory: least-squares slope of RSS over N ({sizes:?})");
+            println!();
+            print!("{}", slopes(&by_size));
+        }
+    }
+    if scenarios.contains(&Scenario::Foreign) {
+        let settings = Settings {
+            n: args.foreign_widgets,
+            foreign: args.foreign,
+            ..base.clone()
+        };
+        let outcomes = rounds(&binaries, &settings, &args, &logs, &mut ok).await;
+        println!();
+        println!(
+            "foreign: {} widgets beside {} ConfigMaps of 2 KiB in other namespaces, load average at the end {}",
+            settings.n,
+            settings.foreign,
+            load_average()
+        );
+        println!();
+        print!("{}", table(&outcomes, settings.n));
+    }
+    if scenarios.contains(&Scenario::Failover) {
+        let mut variants = Vec::new();
+        for (peer, binary) in &binaries {
+            match peer {
+                Peer::Bonny => {
+                    variants.push((
+                        failover::Variant {
+                            peer: *peer,
+                            warm: false,
+                        },
+                        binary,
+                    ));
+                    variants.push((
+                        failover::Variant {
+                            peer: *peer,
+                            warm: true,
+                        },
+                        binary,
+                    ));
+                }
+                Peer::ControllerRuntime => {
+                    variants.push((
+                        failover::Variant {
+                            peer: *peer,
+                            warm: false,
+                        },
+                        binary,
+                    ));
+                }
+                Peer::KubeRuntime => {}
+            }
+        }
+        let mut rows = Vec::new();
+        for round in 0..args.rounds {
+            for (variant, binary) in &variants {
+                eprintln!("failover round {}: {} ...", round + 1, variant.label());
+                let outcome = failover::run(
+                    *variant,
+                    binary,
+                    args.failover_n,
+                    args.deadline,
+                    args.concurrency,
+                    &logs,
+                )
+                .await
+                .map_err(|err| err.to_string());
+                match &outcome {
+                    Ok(o) => eprintln!("  {o:?}"),
+                    Err(err) => {
+                        eprintln!("  FAILED: {err}");
+                        ok = false;
+                    }
+                }
+                rows.push((*variant, outcome));
+            }
+        }
+        println!();
+        println!(
+            "failover: {} widgets, two replicas, leader SIGKILLed; load average at the end {}",
+            args.failover_n,
+            load_average()
+        );
+        println!();
+        print!("{}", failover::table(&rows));
+    }
+    Ok(ok)
+}
+
+/// Every peer through the scenario `args.rounds` times, rotating their order.
+async fn rounds(
+    binaries: &[(Peer, PathBuf)],
+    settings: &Settings,
+    args: &Args,
+    logs: &Path,
+    ok: &mut bool,
+) -> Vec<(Peer, Vec<Outcome>)> {
+    let mut outcomes: Vec<(Peer, Vec<Outcome>)> =
+        binaries.iter().map(|&(p, _)| (p, Vec::new())).collect();
     for round in 0..args.rounds {
         for k in 0..binaries.len() {
             let (peer, binary) = &binaries[(k + round) % binaries.len()];
-            eprintln!("round {}: {} ...", round + 1, peer.label());
-            match scenario::run(*peer, binary, &settings, &logs).await {
+            eprintln!(
+                "round {}: {} with {} widgets ...",
+                round + 1,
+                peer.label(),
+                settings.n
+            );
+            match scenario::run(*peer, binary, settings, logs).await {
                 Ok(outcome) => {
                     eprintln!(
-                        "  reconciled {} in {:.2} s, deleted in {:.2} s, {} steady-state writes",
+                        "  reconciled {} in {:.2} s, deleted in {:.2} s, {} steady-state writes, peak RSS {:.1} MiB",
                         settings.n,
                         outcome.reconcile.as_secs_f64(),
                         outcome.deletion.as_secs_f64(),
-                        outcome.steady.peer_writes()
+                        outcome.steady.peer_writes(),
+                        outcome.peak_rss_kib as f64 / 1024.0
                     );
                     if args.verbose {
                         eprintln!("  create phase: {}", outcome.create.describe());
@@ -145,22 +303,88 @@ async fn run(args: Args) -> Result<bool, BoxError> {
                 }
                 Err(err) => {
                     eprintln!("  FAILED: {err}");
-                    ok = false;
+                    *ok = false;
                 }
             }
         }
     }
-    println!();
-    println!(
-        "{} widgets, {} s steady-state window, {} round(s), load average at the end {}",
-        settings.n,
-        settings.window.as_secs_f64(),
-        args.rounds,
-        load_average()
+    outcomes
+}
+
+/// Least-squares fit `y = a + b x`: `(a, b)`; `None` with fewer than two distinct `x`.
+fn least_squares(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let count = points.len() as f64;
+    if points.len() < 2 {
+        return None;
+    }
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / count;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / count;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+    if sxx == 0.0 {
+        return None;
+    }
+    let slope = sxy / sxx;
+    Some((mean_y - slope * mean_x, slope))
+}
+
+/// Per peer: KiB of peak and steady RSS per widget (the slope over the sizes) and the
+/// intercept, then bonny-rs's slope over every other peer's.
+fn slopes(by_size: &[(usize, Vec<(Peer, Vec<Outcome>)>)]) -> String {
+    let peers: Vec<Peer> = by_size
+        .first()
+        .map(|(_, o)| o.iter().map(|(p, _)| *p).collect())
+        .unwrap_or_default();
+    let fit = |peer: Peer, value: fn(&Outcome) -> u64| {
+        let points: Vec<(f64, f64)> = by_size
+            .iter()
+            .filter_map(|(n, outcomes)| {
+                let (_, list) = outcomes.iter().find(|(p, _)| *p == peer)?;
+                let y = median(list.iter().map(|o| value(o) as f64).collect())?;
+                Some((*n as f64, y))
+            })
+            .collect();
+        least_squares(&points)
+    };
+    let rows: Vec<(Peer, Option<(f64, f64)>, Option<(f64, f64)>)> = peers
+        .iter()
+        .map(|&p| (p, fit(p, |o| o.peak_rss_kib), fit(p, |o| o.steady_rss_kib)))
+        .collect();
+    let cell = |f: &Option<(f64, f64)>, pick: fn(&(f64, f64)) -> f64, scale: f64| {
+        f.as_ref()
+            .map_or("—".to_owned(), |f| format!("{:.2}", pick(f) / scale))
+    };
+    let mut text = String::from(
+        "| peer | peak RSS KiB/widget | peak RSS at N=0 MiB | steady RSS KiB/widget | steady RSS at N=0 MiB |
+|---|---:|---:|---:|---:|
+",
     );
-    println!();
-    print!("{}", table(&outcomes, settings.n));
-    Ok(ok)
+    for (peer, peak, steady) in &rows {
+        text.push_str(&format!(
+            "| {} | {} | {} | {} | {} |
+",
+            peer.label(),
+            cell(peak, |f| f.1, 1.0),
+            cell(peak, |f| f.0, 1024.0),
+            cell(steady, |f| f.1, 1.0),
+            cell(steady, |f| f.0, 1024.0),
+        ));
+    }
+    if let Some((_, bonny_peak, bonny_steady)) = rows.iter().find(|(p, _, _)| *p == Peer::Bonny) {
+        let ratio = |b: &Option<(f64, f64)>, o: &Option<(f64, f64)>| match (b, o) {
+            (Some(b), Some(o)) if o.1 > 0.0 => format!("{:.2}×", b.1 / o.1),
+            _ => "—".to_owned(),
+        };
+        for (peer, peak, steady) in rows.iter().filter(|(p, _, _)| *p != Peer::Bonny) {
+            text.push_str(&format!(
+                "| bonny-rs ÷ {} | {} | | {} | |\n",
+                peer.label(),
+                ratio(bonny_peak, peak),
+                ratio(bonny_steady, steady),
+            ));
+        }
+    }
+    text
 }
 
 /// One column: header, value from an outcome, format.
@@ -210,6 +434,11 @@ const COLUMNS: &[Column] = &[
         header: "409s",
         value: |o, _| o.total.conflicts() as f64,
         decimals: 0,
+    },
+    Column {
+        header: "startup RSS MiB",
+        value: |o, _| o.startup_rss_kib as f64 / 1024.0,
+        decimals: 1,
     },
     Column {
         header: "peak RSS MiB",
@@ -319,5 +548,13 @@ mod tests {
         assert_eq!(median(vec![]), None);
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
+    }
+
+    #[test]
+    fn least_squares_fits_a_line() {
+        let (a, b) = least_squares(&[(1.0, 3.0), (2.0, 5.0), (4.0, 9.0)]).unwrap();
+        assert!((a - 1.0).abs() < 1e-9 && (b - 2.0).abs() < 1e-9, "{a} {b}");
+        assert_eq!(least_squares(&[(1.0, 3.0)]), None);
+        assert_eq!(least_squares(&[(1.0, 3.0), (1.0, 4.0)]), None);
     }
 }

@@ -77,6 +77,16 @@ impl Process {
     /// Call it from the main thread: with `setpriv` on the PATH the peer gets a parent-death
     /// signal, which fires when the spawning thread ends.
     pub fn spawn(binary: &Path, kubeconfig: &Path, log: &Path) -> Result<Process, BoxError> {
+        Process::spawn_with(binary, kubeconfig, log, &[])
+    }
+
+    /// [`Process::spawn`] with more environment variables.
+    pub fn spawn_with(
+        binary: &Path,
+        kubeconfig: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Process, BoxError> {
         let output = File::create(log)?;
         let mut command = if which("setpriv") {
             let mut command = Command::new("setpriv");
@@ -88,6 +98,7 @@ impl Process {
         let child = command
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)
             .stderr(output)
@@ -101,6 +112,18 @@ impl Process {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills it with SIGKILL and reaps it.
+    pub fn kill(&mut self) -> Result<(), BoxError> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Its output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// An error if the process has exited.

@@ -1,5 +1,7 @@
 //! One peer through the scenario, on a fresh control plane: start, reconcile N new widgets,
-//! a steady-state window in which every widget is touched once, delete them all.
+//! a steady-state window in which every widget is touched once, delete them all. With
+//! `foreign` set, that many ConfigMaps no widget owns exist in other namespaces before the peer
+//! starts.
 
 use std::{
     collections::BTreeMap,
@@ -25,6 +27,10 @@ use crate::{
 const NAMESPACE: &str = "bench";
 const FINALIZER: &str = "e2e.bonny.dev/cleanup";
 const POLL: Duration = Duration::from_millis(200);
+/// Namespaces the foreign ConfigMaps are spread over.
+const FOREIGN_NAMESPACES: usize = 10;
+/// Bytes of data in each foreign ConfigMap.
+const FOREIGN_BYTES: usize = 2048;
 
 /// The knobs of a run.
 #[derive(Clone, Debug)]
@@ -37,6 +43,8 @@ pub struct Settings {
     pub deadline: Duration,
     /// Requests the driver has in flight while creating or touching widgets.
     pub concurrency: usize,
+    /// ConfigMaps of about 2 KiB in other namespaces, created before the peer starts.
+    pub foreign: usize,
 }
 
 /// What one peer cost.
@@ -54,6 +62,8 @@ pub struct Outcome {
     pub steady: Counts,
     /// Peer requests over the whole run.
     pub total: Counts,
+    /// RSS once the first widget was reconciled (caches synced).
+    pub startup_rss_kib: u64,
     /// Peak RSS (`VmHWM`).
     pub peak_rss_kib: u64,
     /// RSS at the end of the steady-state window.
@@ -70,36 +80,35 @@ pub async fn run(
     logs: &Path,
 ) -> Result<Outcome, BoxError> {
     let env = TestEnv::start().await?;
-    env.install_crd(Widget::crd()).await?;
-    let client = env.client();
-    create_namespace(&client).await?;
-    let ledger = Ledger::default();
-    let cluster = Cluster {
-        widgets: Api::namespaced(client.clone(), NAMESPACE),
-        configmaps: Api::namespaced(client, NAMESPACE),
-        ledger: ledger.clone(),
-    };
+    let cluster = Cluster::prepare(&env).await?;
+    let ledger = cluster.ledger.clone();
     let ticks = ticks_per_second();
+    if settings.foreign > 0 {
+        create_foreign(&env.client(), settings.foreign, settings.concurrency).await?;
+    }
 
     // Startup: from the process start until a widget that was there before is reconciled
     // (caches synced, watches open).
     cluster.create(&["warmup".to_owned()], 1).await?;
     let m0 = Mark::take(&env, &ledger).await?;
     let started = Instant::now();
-    let mut process = Process::spawn(
+    let process = Process::spawn(
         binary,
         env.kubeconfig_path(),
-        &logs.join(format!("{}.log", peer.label())),
+        &logs.join(format!("{}-{}.log", peer.label(), settings.n)),
     )?;
     let pid = process.pid();
     let sampler = Sampler::start(pid);
+    let mut processes = [process];
+    let process = &mut processes;
     cluster
-        .wait_until(&mut process, settings.deadline, "the warmup widget", |s| {
+        .wait_until(process, settings.deadline, "the warmup widget", |s| {
             s.reconciled == 1
         })
         .await?;
     let startup = started.elapsed();
-    let m1 = cluster.settle(&env, &mut process).await?;
+    let startup_rss_kib = Usage::read(pid, ticks).unwrap_or_default().rss_kib;
+    let m1 = cluster.settle(&env, process).await?;
 
     // Reconcile N new widgets.
     let names: Vec<String> = (0..settings.n).map(|i| format!("w-{i:05}")).collect();
@@ -107,15 +116,12 @@ pub async fn run(
     cluster.create(&names, settings.concurrency).await?;
     let want = settings.n + 1;
     cluster
-        .wait_until(
-            &mut process,
-            settings.deadline,
-            "all widgets reconciled",
-            |s| s.reconciled == want,
-        )
+        .wait_until(process, settings.deadline, "all widgets reconciled", |s| {
+            s.reconciled == want
+        })
         .await?;
     let reconcile = begun.elapsed();
-    let m2 = cluster.settle(&env, &mut process).await?;
+    let m2 = cluster.settle(&env, process).await?;
 
     // Steady state: touch each widget's label once, spread over the first half of the
     // window, so that each gets one reconcile that has nothing to change.
@@ -134,7 +140,7 @@ pub async fn run(
         .try_collect::<Vec<()>>()
         .await?;
     tokio::time::sleep_until(window_start + settings.window).await;
-    process.check_alive()?;
+    process[0].check_alive()?;
     let m3 = Mark::take(&env, &ledger).await?;
     let steady_rss_kib = Usage::read(pid, ticks).unwrap_or_default().rss_kib;
 
@@ -142,17 +148,14 @@ pub async fn run(
     let begun = Instant::now();
     cluster.delete_all().await?;
     cluster
-        .wait_until(
-            &mut process,
-            settings.deadline,
-            "all widgets deleted",
-            |s| s.widgets == 0,
-        )
+        .wait_until(process, settings.deadline, "all widgets deleted", |s| {
+            s.widgets == 0
+        })
         .await?;
     let deletion = begun.elapsed();
-    let m4 = cluster.settle(&env, &mut process).await?;
+    let m4 = cluster.settle(&env, process).await?;
     let end = Usage::read(pid, ticks).ok_or("the peer is gone")?;
-    drop(process);
+    drop(processes);
 
     Ok(Outcome {
         startup,
@@ -161,17 +164,45 @@ pub async fn run(
         create: m2.peer_since(&m1),
         steady: m3.peer_since(&m2),
         total: m4.peer_since(&m0),
+        startup_rss_kib,
         peak_rss_kib: end.hwm_kib.max(sampler.latest().hwm_kib),
         steady_rss_kib,
         cpu: end.cpu,
     })
 }
 
-async fn create_namespace(client: &Client) -> Result<(), BoxError> {
+/// `count` ConfigMaps of about 2 KiB, spread over namespaces `foreign-0`, `foreign-1`, ...:
+/// objects of a kind the peers own that no widget owns.
+async fn create_foreign(client: &Client, count: usize, concurrency: usize) -> Result<(), BoxError> {
+    for k in 0..FOREIGN_NAMESPACES {
+        create_namespace(client, &format!("foreign-{k}")).await?;
+    }
+    let filler = "x".repeat(FOREIGN_BYTES);
+    stream::iter(0..count)
+        .map(|i| {
+            let namespace = format!("foreign-{}", i % FOREIGN_NAMESPACES);
+            let configmap = ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some(format!("foreign-{i:05}")),
+                    ..ObjectMeta::default()
+                },
+                data: Some(BTreeMap::from([("filler".to_owned(), filler.clone())])),
+                ..ConfigMap::default()
+            };
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+            async move { api.create(&PostParams::default(), &configmap).await }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+async fn create_namespace(client: &Client, name: &str) -> Result<(), BoxError> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let namespace = Namespace {
         metadata: ObjectMeta {
-            name: Some(NAMESPACE.to_owned()),
+            name: Some(name.to_owned()),
             ..ObjectMeta::default()
         },
         ..Namespace::default()
@@ -183,20 +214,32 @@ async fn create_namespace(client: &Client) -> Result<(), BoxError> {
 }
 
 /// The driver's view of the namespace, counting its own requests.
-struct Cluster {
-    widgets: Api<Widget>,
-    configmaps: Api<ConfigMap>,
-    ledger: Ledger,
+pub struct Cluster {
+    pub widgets: Api<Widget>,
+    pub configmaps: Api<ConfigMap>,
+    pub ledger: Ledger,
 }
 
 /// What a poll saw.
-struct State {
-    widgets: usize,
-    reconciled: usize,
+pub struct State {
+    pub widgets: usize,
+    pub reconciled: usize,
 }
 
 impl Cluster {
-    async fn create(&self, names: &[String], concurrency: usize) -> Result<(), BoxError> {
+    /// Installs the Widget CRD and the namespace on a new control plane.
+    pub async fn prepare(env: &TestEnv) -> Result<Cluster, BoxError> {
+        env.install_crd(Widget::crd()).await?;
+        let client = env.client();
+        create_namespace(&client, NAMESPACE).await?;
+        Ok(Cluster {
+            widgets: Api::namespaced(client.clone(), NAMESPACE),
+            configmaps: Api::namespaced(client, NAMESPACE),
+            ledger: Ledger::default(),
+        })
+    }
+
+    pub async fn create(&self, names: &[String], concurrency: usize) -> Result<(), BoxError> {
         stream::iter(names.iter().enumerate())
             .map(|(i, name)| async move {
                 // 1..=12: never the controller's unlucky 13 or its invalid sizes.
@@ -251,16 +294,19 @@ impl Cluster {
         })
     }
 
-    async fn wait_until(
+    /// Polls until `done`; fails when a process exits or the deadline passes.
+    pub async fn wait_until(
         &self,
-        process: &mut Process,
+        processes: &mut [Process],
         deadline: Duration,
         what: &str,
         done: impl Fn(&State) -> bool,
     ) -> Result<(), BoxError> {
         let until = Instant::now() + deadline;
         loop {
-            process.check_alive()?;
+            for process in processes.iter_mut() {
+                process.check_alive()?;
+            }
             let state = self.poll().await?;
             if done(&state) {
                 return Ok(());
@@ -270,7 +316,11 @@ impl Cluster {
                     "timed out after {deadline:?} waiting for {what}: {} widgets, {} reconciled; {}",
                     state.widgets,
                     state.reconciled,
-                    process.log_tail()
+                    processes
+                        .iter()
+                        .map(Process::log_tail)
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 )
                 .into());
             }
@@ -282,13 +332,15 @@ impl Cluster {
     /// late writes are charged to the phase that caused them, and returns the last mark.
     /// (Marks are taken 500 ms apart: the API server counts a `/metrics` scrape only after
     /// answering it, so a scrape right after another might not see it yet.)
-    async fn settle(&self, env: &TestEnv, process: &mut Process) -> Result<Mark, BoxError> {
+    pub async fn settle(&self, env: &TestEnv, processes: &mut [Process]) -> Result<Mark, BoxError> {
         let until = Instant::now() + Duration::from_secs(30);
         let mut last = Mark::take(env, &self.ledger).await?;
         let mut quiet_since = Instant::now();
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            process.check_alive()?;
+            for process in processes.iter_mut() {
+                process.check_alive()?;
+            }
             let now = Mark::take(env, &self.ledger).await?;
             if now.peer_since(&last).peer_writes() > 0 {
                 quiet_since = Instant::now();
@@ -303,7 +355,7 @@ impl Cluster {
 
 /// The widget has the finalizer, a Ready status with its size, and its ConfigMap holds the
 /// size.
-fn is_reconciled(widget: &Widget, configmaps: &BTreeMap<String, ConfigMap>) -> bool {
+pub fn is_reconciled(widget: &Widget, configmaps: &BTreeMap<String, ConfigMap>) -> bool {
     let size = widget.spec.size;
     let status_ok = widget.status.as_ref().is_some_and(|status| {
         status.size == Some(size)

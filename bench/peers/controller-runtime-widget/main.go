@@ -2,8 +2,9 @@
 // Widget controller of bonny-rs's end-to-end tests (tests/src/widget.rs) written the way a typical
 // kubebuilder-style author would. A Widget gets a finalizer, a ConfigMap "<name>-data" holding
 // its size (owned by it, via CreateOrUpdate), a "Resized" event when the size changes, and a
-// status with the size and a Ready condition (Status().Update on every reconcile). Leader
-// election, the metrics server and the health probes are off. It reads KUBECONFIG.
+// status with the size and a Ready condition (Status().Update on every reconcile). The metrics
+// server and the health probes are off, and so is leader election unless LEADER_ELECTION=1. It
+// reads KUBECONFIG.
 package main
 
 import (
@@ -160,11 +161,16 @@ func main() {
 	scheme.AddKnownTypes(groupVersion, &Widget{}, &WidgetList{})
 	metav1.AddToGroupVersion(scheme, groupVersion)
 
+	// LEADER_ELECTION=1 (the bench's failover scenario): a Lease "controller-runtime-widget"
+	// in LEADER_ELECTION_NAMESPACE, with controller-runtime's default timings (15 s, 10 s, 2 s).
+	leaderElection := os.Getenv("LEADER_ELECTION") == "1"
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme:                 scheme,
-		LeaderElection:         false,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
+		Scheme:                  scheme,
+		LeaderElection:          leaderElection,
+		LeaderElectionID:        "controller-runtime-widget",
+		LeaderElectionNamespace: os.Getenv("LEADER_ELECTION_NAMESPACE"),
+		Metrics:                 metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:  "0",
 	})
 	if err != nil {
 		log.Error(err, "create the manager")
