@@ -516,6 +516,56 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn a_controllers_scopes_share_one_queue_and_a_new_term_starts_empty() {
+        use super::super::QueueKey;
+
+        let metrics = Metrics::new();
+        metrics.controller_started("widget", 4);
+        let scope_a = metrics.work_queue("widget");
+        let scope_b = metrics.work_queue("widget");
+        scope_a.added(QueueKey::new(Some("a"), "w1"));
+        scope_b.added(QueueKey::new(Some("b"), "w1"));
+        let text = metrics.encode();
+        for series in [
+            r#"workqueue_depth{name="widget",controller="widget"} 2"#,
+            r#"workqueue_adds_total{name="widget",controller="widget"} 2"#,
+            r#"controller_runtime_max_concurrent_reconciles{controller="widget"} 4"#,
+            r#"controller_runtime_reconcile_panics_total{controller="widget"} 0"#,
+            r#"controller_runtime_terminal_reconcile_errors_total{controller="widget"} 0"#,
+            r#"workqueue_retries_total{name="widget",controller="widget"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} in\n{text}");
+        }
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(text.contains(name), "{name} in\n{text}");
+        }
+        // The controller stops (leadership lost): its queue goes, and the next term's is new.
+        drop((scope_a, scope_b));
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"workqueue_depth{name="widget",controller="widget"} 0"#),
+            "{text}"
+        );
+        let next = metrics.work_queue("widget");
+        next.added(QueueKey::new(Some("a"), "w2"));
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"workqueue_depth{name="widget",controller="widget"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"workqueue_adds_total{name="widget",controller="widget"} 3"#),
+            "{text}"
+        );
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

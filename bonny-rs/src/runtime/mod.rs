@@ -6,8 +6,10 @@
 //! reconciled kind's watch, fed through `intake` (objects decoded one by
 //! one with `decode`, vanished objects kept for cleanup); `reconcile` runs one reconcile (events,
 //! error policy, panics) through the `pipeline`, whose stages live in `finalizer`,
-//! `status`, `descendants` and `prune`. `diff` and `read_your_writes` are pure; `rbac` holds
-//! the SDK's own RBAC needs, used by preflight and by the manifests.
+//! `status`, `descendants` and `prune`. `diff` and `read_your_writes` are pure, bounded by
+//! `expiring`; `events` publishes events; `queue` counts the work queue's adds where the
+//! triggers enter kube-runtime; `rbac` holds the SDK's own RBAC needs, used by preflight
+//! and by the manifests.
 //!
 //! Public here: only what an operator can meet, [`Namespaces`] and [`StartupError`].
 
