@@ -69,6 +69,7 @@
 //! | `crd` | `crd = false` for built-in kinds and resources defined elsewhere | `crd()` returns `Ok(None)` |
 //! | `versions` | one type per version: `versions = [v1alpha1::Widget, v1::Widget]` | `crd()` merges their CRDs |
 //! | `storage` | with `versions`, required there: `storage = "v1"` | the version the API server stores |
+//! | `adopt` | owned types watched whole, not only the SDK's own (labelled) descendants: `adopt = [ConfigMap]` | `.adopt_existing::<ConfigMap>()` |
 //!
 //! Without `crd` or `versions`, `crd()` returns the resource's own CRD, so the resource must
 //! derive `CustomResource`.

@@ -27,6 +27,7 @@ const WORDS: &[&str] = &[
     "crd",
     "versions",
     "storage",
+    "adopt",
     "group",
     "resources",
     "verbs",

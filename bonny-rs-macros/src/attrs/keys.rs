@@ -24,6 +24,7 @@ pub(super) enum Key {
     Crd,
     Versions,
     Storage,
+    Adopt,
 }
 
 /// Every key with its spelling, in the order of the documentation.
@@ -41,6 +42,7 @@ pub(super) const KEYS: &[(&str, Key)] = &[
     ("crd", Key::Crd),
     ("versions", Key::Versions),
     ("storage", Key::Storage),
+    ("adopt", Key::Adopt),
 ];
 
 impl Key {

@@ -46,6 +46,8 @@ pub(crate) struct ControllerAttrs {
     pub(crate) steps: Vec<Expr>,
     pub(crate) skip_observed_generation: bool,
     pub(crate) crd: CrdSource,
+    /// Owned kinds watched whole (`adopt_existing`), not only the SDK's own descendants.
+    pub(crate) adopt: Vec<Path>,
 }
 
 impl ControllerAttrs {
@@ -78,6 +80,7 @@ struct Draft {
     steps: Vec<Expr>,
     skip_observed_generation: bool,
     crd: CrdKeys,
+    adopt: Vec<Path>,
 }
 
 impl Draft {
@@ -136,6 +139,7 @@ impl Draft {
                     values::string(meta, "storage = \"v1\"")?.and_then(validate::non_empty);
                 self.crd.storage = errors.keep(storage);
             }
+            Key::Adopt => self.adopt = values::list(meta.value()?, "adopt = [ConfigMap]")?,
         }
         Ok(())
     }
@@ -163,6 +167,7 @@ impl Draft {
             steps: self.steps,
             skip_observed_generation: self.skip_observed_generation,
             crd,
+            adopt: self.adopt,
         })
     }
 }
