@@ -97,6 +97,9 @@ fn config_calls(attrs: &ControllerAttrs) -> Vec<TokenStream> {
         // Spanned so that a kind that cannot be owned (e.g. cluster-scoped) is reported there.
         calls.push(quote_spanned!(owned.span()=> .owns::<#owned>()));
     }
+    for adopted in &attrs.adopt {
+        calls.push(quote_spanned!(adopted.span()=> .adopt_existing::<#adopted>()));
+    }
     for RbacRule {
         group,
         resources,
@@ -366,5 +369,23 @@ mod tests {
                 "{expanded}"
             );
         }
+    }
+
+    #[test]
+    fn adopt_watches_the_owned_kinds_whole() {
+        let expanded = expand(
+            quote!(
+                resource = Widget,
+                owns = [ConfigMap, Secret],
+                adopt = [ConfigMap]
+            ),
+            quote!(
+                pub struct WidgetController;
+            ),
+        );
+        assert!(
+            expanded.contains(". owns :: < Secret > () . adopt_existing :: < ConfigMap > ()"),
+            "{expanded}"
+        );
     }
 }

@@ -72,6 +72,7 @@
 //! | `watches` | related kinds, each with `field = spec.source` (a `String`/`Option<String>` field of the resource naming the object in its namespace) or `map = my_fn` (`fn(&Secret) -> impl IntoIterator<Item = ObjectRef<Widget>>`), and optionally `filters = [..]`: `watches = [Secret(field = spec.source)]` | `.watches(Mapper::<Widget, Secret>::field("spec.source", ..))` |
 //! | `filters` | filters on the resource's events: `filters = [generation_changed, labels_changed, annotations_changed, changed(my_fn)]` | `.filter(Filter::generation_changed())`.. |
 //! | `prune` | `true` or `false`: `prune = true` | `.prune(true)`: descendants an earlier reconcile registered and this one did not are deleted (only those the SDK applied for the object) |
+//! | `adopt` | owned types watched whole, not only the SDK's own (labelled) descendants: `adopt = [ConfigMap]` | `.adopt_existing::<ConfigMap>()` |
 //!
 //! Without `crd` or `versions`, `crd()` returns the resource's own CRD, so the resource must
 //! derive `CustomResource`.

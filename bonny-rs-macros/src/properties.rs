@@ -34,6 +34,7 @@ const WORDS: &[&str] = &[
     "generation_changed",
     "changed",
     "prune",
+    "adopt",
     "group",
     "resources",
     "verbs",

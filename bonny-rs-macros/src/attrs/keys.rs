@@ -27,6 +27,7 @@ pub(super) enum Key {
     Watches,
     Filters,
     Prune,
+    Adopt,
 }
 
 /// Every key with its spelling, in the order of the documentation.
@@ -47,6 +48,7 @@ pub(super) const KEYS: &[(&str, Key)] = &[
     ("watches", Key::Watches),
     ("filters", Key::Filters),
     ("prune", Key::Prune),
+    ("adopt", Key::Adopt),
 ];
 
 impl Key {

@@ -56,6 +56,8 @@ pub(crate) struct ControllerAttrs {
     pub(crate) filters: Vec<FilterAttr>,
     /// `prune = true|false`, when given.
     pub(crate) prune: Option<bool>,
+    /// Owned kinds watched whole (`adopt_existing`), not only the SDK's own descendants.
+    pub(crate) adopt: Vec<Path>,
 }
 
 impl ControllerAttrs {
@@ -91,6 +93,7 @@ struct Draft {
     watches: Vec<WatchAttr>,
     filters: Vec<FilterAttr>,
     prune: Option<bool>,
+    adopt: Vec<Path>,
 }
 
 impl Draft {
@@ -155,6 +158,7 @@ impl Draft {
                 let value: Expr = meta.value()?.parse()?;
                 self.prune = errors.keep(values::boolean(&value, "prune = true"));
             }
+            Key::Adopt => self.adopt = values::list(meta.value()?, "adopt = [ConfigMap]")?,
         }
         Ok(())
     }
@@ -185,6 +189,7 @@ impl Draft {
             watches: self.watches,
             filters: self.filters,
             prune: self.prune,
+            adopt: self.adopt,
         })
     }
 }

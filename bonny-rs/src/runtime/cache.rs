@@ -28,7 +28,7 @@ use kube::{
     api::{ApiResource, DynamicObject, ObjectMeta},
     runtime::{
         WatchStreamExt,
-        reflector::{self, Store},
+        reflector::{self, ObjectRef, Store},
         watcher::{self, Event},
     },
 };
@@ -85,6 +85,23 @@ impl<T> Feed<T> {
     pub(crate) fn publish(&self, object: &Arc<T>) {
         self.lock()
             .retain(|subscriber| subscriber.unbounded_send(object.clone()).is_ok());
+    }
+}
+
+/// Publishes every object of `store` once a (re-)list is in it.
+///
+/// A watch hands over listed objects before the reflector moves them into the store, at the
+/// end of the list. Publishing them only then, and every other change after the store took
+/// it, means a subscriber that reads the store right after subscribing misses nothing: what
+/// was published before it subscribed is in the store. The published objects are the store's
+/// own, not copies.
+pub(crate) fn publish_listed<K>(store: &Store<K>, feed: &Feed<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    for object in store.state() {
+        feed.publish(&object);
     }
 }
 
@@ -245,19 +262,30 @@ impl Caches {
                 .reflect(writer)
                 .take_until(stop.clone().cancelled_owned());
             let metrics = metrics.clone();
+            let resource = key.resource.clone();
             tasks.spawn(
                 async move {
                     tracing::debug!("owned-kind cache started");
                     let mut events = std::pin::pin!(events);
                     while let Some(event) = events.next().await {
                         match event {
-                            Ok(Event::Apply(object) | Event::Delete(object)) => {
+                            Ok(Event::Apply(object)) => {
+                                metrics.cache_size(&name, store.len());
+                                let reference = ObjectRef::from_obj_with(&object, resource.clone());
+                                if let Some(cached) = store.get(&reference) {
+                                    feed.publish(&cached);
+                                }
+                            }
+                            Ok(Event::Delete(object)) => {
                                 metrics.cache_size(&name, store.len());
                                 feed.publish(&Arc::new(object));
                             }
-                            Ok(Event::InitApply(object)) => feed.publish(&Arc::new(object)),
-                            Ok(Event::InitDone) => metrics.cache_size(&name, store.len()),
-                            Ok(Event::Init) => {}
+                            // Published once the list is in the store (see `publish_listed`).
+                            Ok(Event::Init | Event::InitApply(_)) => {}
+                            Ok(Event::InitDone) => {
+                                metrics.cache_size(&name, store.len());
+                                publish_listed(&store, &feed);
+                            }
                             Err(err) => {
                                 tracing::warn!(error = %err, "owned-kind watch failed; retrying with backoff");
                             }
@@ -394,6 +422,32 @@ mod tests {
         assert_eq!(feed.lock().len(), 1);
         assert_eq!(*first.try_recv().unwrap(), 1);
         assert_eq!(*first.try_recv().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_subscriber_that_reads_the_store_after_subscribing_misses_no_listed_object() {
+        let resource = ApiResource::erase::<ConfigMap>(&());
+        let object = |name: &str| -> DynamicObject {
+            serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "n"}}))
+            .unwrap()
+        };
+        let mut writer = reflector::store::Writer::<DynamicObject>::new(resource);
+        let store = writer.as_reader();
+        let feed = Feed::default();
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitApply(object("a")));
+        // Subscribed mid-list: the store does not hold `a` yet, the list's end will bring it.
+        let mut subscriber = feed.subscribe();
+        assert!(store.is_empty());
+        writer.apply_watcher_event(&Event::InitApply(object("b")));
+        writer.apply_watcher_event(&Event::InitDone);
+        publish_listed(&store, &feed);
+        let mut names: Vec<_> = std::iter::from_fn(|| subscriber.try_recv().ok())
+            .map(|object| object.metadata.name.clone().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
     }
 
     #[test]

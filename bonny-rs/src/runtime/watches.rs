@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    cache::{Feed, lean, owner_stub},
+    cache::{Feed, lean, owner_stub, publish_listed},
     decode::DecodeError,
     events::Publisher,
     intake::{Intake, Vanished},
@@ -176,15 +176,19 @@ pub(crate) fn start_primaries<C: Controller>(
         let events = events.take_until(stop.clone().cancelled_owned());
         let feed = Arc::new(Feed::default());
         let handed = feed.clone();
+        let listed = store.clone();
         let span = tracing::info_span!("cache", kind = %resource.kind, namespace = namespace.as_deref().unwrap_or("*"));
         tasks.spawn(
             async move {
                 let mut events = std::pin::pin!(events);
                 while let Some(event) = events.next().await {
                     match event {
-                        Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
-                            handed.publish(&Arc::new(object));
+                        Ok(watcher::Event::Apply(object)) => {
+                            if let Some(cached) = listed.get(&ObjectRef::from_obj(&object)) {
+                                handed.publish(&cached);
+                            }
                         }
+                        Ok(watcher::Event::InitDone) => publish_listed(&listed, &handed),
                         Ok(_) => {}
                         Err(err) => {
                             tracing::warn!(error = %err, "watch failed; retrying with backoff");
@@ -219,8 +223,8 @@ pub(crate) fn spawn<C: Controller>(
 ) {
     for primary in primaries {
         let namespace = primary.namespace.clone();
-        // Subscribed before the snapshot is read: an object changed in between comes twice,
-        // which the scheduler merges, rather than not at all.
+        // Subscribed before the store is read: an object changed in between comes twice,
+        // which the scheduler merges, rather than not at all (see `publish_listed`).
         let touched = primary.feed.subscribe();
         let known = primary.store.state();
         // The work queue's adds are counted where the triggers enter kube-runtime.
