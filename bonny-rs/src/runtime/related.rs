@@ -24,14 +24,17 @@ use kube::{
 };
 
 use super::watches::OwnedCaches;
-use crate::controller::{Config, Filter, Map, Object, WatchedKind};
+use crate::controller::{Config, Filter, Map, Object, ReadFn, WatchedKind};
 
 type Events<T> = Result<Event<T>, watcher::Error>;
+
+/// A watched kind, with its field index when it maps by a field.
+type Watch<K> = (WatchedKind<K>, Option<Arc<FieldIndex<K>>>);
 
 /// The related watches of one controller scope, with the indexes the primary's watch fills.
 pub(crate) struct Related<K: Object> {
     /// The watched kinds, each with its field index when it maps by a field.
-    watched: Vec<(WatchedKind<K>, Option<Arc<FieldIndex<K>>>)>,
+    watched: Vec<Watch<K>>,
 }
 
 /// The primary's events (after its reflector filled `store`) with the field indexes of
@@ -125,7 +128,7 @@ type Target = (Option<String>, String);
 /// Which primaries name which object in a field: (namespace, referenced name) to the primaries,
 /// kept from the primary's watch events, so a related event is mapped without a request.
 pub(crate) struct FieldIndex<K: Object> {
-    read: Arc<dyn Fn(&K) -> Option<String> + Send + Sync>,
+    read: ReadFn<K>,
     state: Mutex<IndexState<K>>,
 }
 
@@ -139,7 +142,7 @@ struct IndexState<K: Object> {
 }
 
 impl<K: Object> FieldIndex<K> {
-    pub(crate) fn new(read: Arc<dyn Fn(&K) -> Option<String> + Send + Sync>) -> Self {
+    pub(crate) fn new(read: ReadFn<K>) -> Self {
         Self {
             read,
             state: Mutex::new(IndexState {
