@@ -98,7 +98,7 @@ impl<K: Resource> Filter<K> {
 impl<R: Object> Filter<R> {
     /// The same filter on the untyped objects the runtime watches. An object that does not
     /// decode into `R` passes a function filter (a reconcile too many, never one too few).
-    fn erase(self) -> Filter<DynamicObject> {
+    pub(crate) fn erase(self) -> Filter<DynamicObject> {
         let test = match self.test {
             Test::Generation => Test::Generation,
             Test::Labels => Test::Labels,

@@ -2,7 +2,8 @@
 //!
 //! `registration` is the seam the operator holds controllers by; `preflight` checks what
 //! the watches need before they start; `watches` wires one kube-runtime controller per
-//! namespace scope with the owned kinds' caches, fed through `intake` (objects decoded one by
+//! namespace scope with the owned kinds' caches and, through `related`, the related kinds'
+//! watches, the field index and the event filters, fed through `intake` (objects decoded one by
 //! one with `decode`, vanished objects kept for cleanup); `reconcile` runs one reconcile (events,
 //! error policy, panics) through the `pipeline`, whose stages live in `finalizer`,
 //! `status` and `descendants`. `diff` and `read_your_writes` are pure; `rbac` holds

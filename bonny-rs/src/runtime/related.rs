@@ -15,7 +15,7 @@ use std::{
 use futures::{Stream, StreamExt, future};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::DynamicObject,
+    api::{ApiResource, DynamicObject},
     runtime::{
         Controller as KubeController, WatchStreamExt,
         reflector::{self, ObjectRef, Store},
@@ -88,14 +88,11 @@ impl<K: Object> Related<K> {
             let writer = reflector::store::Writer::new(resource.clone());
             let store = writer.as_reader();
             cache.add_readable(resource.clone(), store.clone());
-            let mut filter = EventFilter::new(watched.filters().to_vec(), store, resource.clone());
             let events = watcher(api)
                 .default_backoff()
                 .modify(strip_managed_fields)
-                .reflect(writer)
-                .filter(move |event| {
-                    future::ready(event.as_ref().map_or(true, |event| filter.admit(event)))
-                })
+                .reflect(writer);
+            let events = filtered(events, watched.filters().to_vec(), store, resource.clone())
                 .touched_objects();
             let map = watched.map().clone();
             controller = controller.watches_stream_with(
@@ -110,6 +107,19 @@ impl<K: Object> Related<K> {
         }
         controller
     }
+}
+
+/// The events of a watch of untyped objects (already in `store`) that pass `filters`.
+pub(crate) fn filtered(
+    events: impl Stream<Item = Events<DynamicObject>> + Send + 'static,
+    filters: Vec<Filter<DynamicObject>>,
+    store: Store<DynamicObject>,
+    resource: ApiResource,
+) -> impl Stream<Item = Events<DynamicObject>> + Send + 'static {
+    let mut filter = EventFilter::new(filters, store, resource);
+    events.filter(move |event| {
+        future::ready(event.as_ref().map_or(true, |event| filter.admit(event)))
+    })
 }
 
 fn watcher(api: Api<DynamicObject>) -> impl Stream<Item = Events<DynamicObject>> + Send {

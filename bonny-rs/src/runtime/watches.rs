@@ -94,6 +94,7 @@ fn watch_owned<K: Object>(
     namespace: Option<&str>,
     resource: &ApiResource,
     cache: &mut OwnedCaches,
+    filters: Vec<crate::controller::Filter<DynamicObject>>,
 ) -> KubeController<K> {
     let api: Api<DynamicObject> = match namespace {
         Some(namespace) => Api::namespaced_with(client, namespace, resource),
@@ -101,10 +102,11 @@ fn watch_owned<K: Object>(
     };
     let writer = reflector::store::Writer::new(resource.clone());
     cache.add(resource.clone(), writer.as_reader());
+    let store = writer.as_reader();
     let events = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
-        .reflect(writer)
-        .touched_objects();
+        .reflect(writer);
+    let events = related::filtered(events, filters, store, resource.clone()).touched_objects();
     controller.owns_stream_with(events, resource.clone())
 }
 
@@ -153,6 +155,7 @@ pub(crate) fn spawn<C: Controller>(
                 namespace.as_deref(),
                 owned.api_resource(),
                 &mut cache,
+                config.owned_filters(owned.api_resource()),
             );
         }
         kube_controller = related.watch(
