@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod census;
+pub mod copier;
 pub mod gated;
 pub mod in_process;
 pub mod ledger;

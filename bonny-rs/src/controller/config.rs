@@ -3,7 +3,10 @@
 use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
 
 use k8s_openapi::NamespaceResourceScope;
-use kube::{Resource, api::ApiResource};
+use kube::{
+    Resource,
+    api::{ApiResource, DynamicObject},
+};
 
 use super::{Backoff, Filter, Mapper, Object, Rule, Step, WatchedKind};
 
@@ -25,6 +28,7 @@ pub struct Config<K: Object> {
     watches: Vec<WatchedKind<K>>,
     filters: Vec<Filter<K>>,
     prune: bool,
+    owned_filters: Vec<(ApiResource, Filter<DynamicObject>)>,
 }
 
 impl<K: Object> Default for Config<K> {
@@ -49,6 +53,7 @@ impl<K: Object> Config<K> {
             watches: Vec::new(),
             filters: Vec::new(),
             prune: false,
+            owned_filters: Vec::new(),
         }
     }
 
@@ -246,6 +251,17 @@ impl<K: Object> Config<K> {
         self
     }
 
+    /// Reconcile on an event of an owned `Child` only when `filter` passes (several: when any
+    /// of them passes); declare the kind with [`owns`](Self::owns) too.
+    pub fn filter_owned<Child>(mut self, filter: Filter<Child>) -> Self
+    where
+        Child: Object + Resource<Scope = NamespaceResourceScope>,
+    {
+        self.owned_filters
+            .push((ApiResource::erase::<Child>(&()), filter.erase()));
+        self
+    }
+
     /// The watched (related) kinds, in the order declared.
     pub fn watched_kinds(&self) -> &[WatchedKind<K>] {
         &self.watches
@@ -267,6 +283,15 @@ impl<K: Object> Config<K> {
         self.owns
             .iter()
             .filter(move |owned| self.prune || owned.prune)
+    }
+
+    /// The filters on the events of the owned kind `resource`.
+    pub(crate) fn owned_filters(&self, resource: &ApiResource) -> Vec<Filter<DynamicObject>> {
+        self.owned_filters
+            .iter()
+            .filter(|(kind, _)| kind == resource)
+            .map(|(_, filter)| filter.clone())
+            .collect()
     }
 }
 

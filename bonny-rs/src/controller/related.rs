@@ -22,11 +22,18 @@ pub struct Filter<K> {
     test: Test<K>,
 }
 
+/// A function of the old and the new version of an object.
+type ChangedFn<K> = Arc<dyn Fn(&K, &K) -> bool + Send + Sync>;
+/// A function from a related object to the primaries it concerns.
+type MapFn<K> = Arc<dyn Fn(&DynamicObject) -> Vec<ObjectRef<K>> + Send + Sync>;
+/// A function reading the name a primary's field holds.
+pub(crate) type ReadFn<K> = Arc<dyn Fn(&K) -> Option<String> + Send + Sync>;
+
 enum Test<K> {
     Generation,
     Labels,
     Annotations,
-    Changed(Arc<dyn Fn(&K, &K) -> bool + Send + Sync>),
+    Changed(ChangedFn<K>),
 }
 
 impl<K> Clone for Test<K> {
@@ -91,7 +98,7 @@ impl<K: Resource> Filter<K> {
 impl<R: Object> Filter<R> {
     /// The same filter on the untyped objects the runtime watches. An object that does not
     /// decode into `R` passes a function filter (a reconcile too many, never one too few).
-    fn erase(self) -> Filter<DynamicObject> {
+    pub(crate) fn erase(self) -> Filter<DynamicObject> {
         let test = match self.test {
             Test::Generation => Test::Generation,
             Test::Labels => Test::Labels,
@@ -135,12 +142,9 @@ pub struct Mapper<K: Object, R> {
 /// The erased mapping, as the runtime applies it.
 pub(crate) enum Map<K: Object> {
     /// The primaries a function of the related object names.
-    Function(Arc<dyn Fn(&DynamicObject) -> Vec<ObjectRef<K>> + Send + Sync>),
+    Function(MapFn<K>),
     /// The primaries in the related object's namespace whose field names it.
-    Field {
-        path: &'static str,
-        read: Arc<dyn Fn(&K) -> Option<String> + Send + Sync>,
-    },
+    Field { path: &'static str, read: ReadFn<K> },
 }
 
 impl<K: Object> Clone for Map<K> {

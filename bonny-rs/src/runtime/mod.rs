@@ -3,7 +3,8 @@
 //! `registration` is the seam the operator holds controllers by; `preflight` checks what
 //! the watches need before they start; `cache` holds the operator's shared, lean owned-kind
 //! caches; `watches` wires one kube-runtime controller per namespace scope on them and on the
-//! reconciled kind's watch, fed through `intake` (objects decoded one by
+//! reconciled kind's watch and, through `related`, the related kinds' watches, the field
+//! index and the event filters, fed through `intake` (objects decoded one by
 //! one with `decode`, vanished objects kept for cleanup); `reconcile` runs one reconcile (events,
 //! error policy, panics) through the `pipeline`, whose stages live in `finalizer`,
 //! `status`, `descendants` and `prune`. `diff` and `read_your_writes` are pure, bounded by

@@ -15,7 +15,7 @@ use std::{
 use futures::{Stream, StreamExt, future};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::DynamicObject,
+    api::{ApiResource, DynamicObject},
     runtime::{
         Controller as KubeController, WatchStreamExt,
         reflector::{self, ObjectRef, Store},
@@ -24,14 +24,17 @@ use kube::{
 };
 
 use super::{cache::lean, watches::OwnedCaches};
-use crate::controller::{Config, Filter, Map, Object, WatchedKind};
+use crate::controller::{Config, Filter, Map, Object, ReadFn, WatchedKind};
 
 type Events<T> = Result<Event<T>, watcher::Error>;
+
+/// A watched kind, with its field index when it maps by a field.
+type Watch<K> = (WatchedKind<K>, Option<Arc<FieldIndex<K>>>);
 
 /// The related watches of one controller scope, with the indexes the primary's watch fills.
 pub(crate) struct Related<K: Object> {
     /// The watched kinds, each with its field index when it maps by a field.
-    watched: Vec<(WatchedKind<K>, Option<Arc<FieldIndex<K>>>)>,
+    watched: Vec<Watch<K>>,
 }
 
 impl<K: Object> Clone for Related<K> {
@@ -93,14 +96,11 @@ impl<K: Object> Related<K> {
             let writer = reflector::store::Writer::new(resource.clone());
             let store = writer.as_reader();
             cache.add_readable(resource.clone(), store.clone());
-            let mut filter = EventFilter::new(watched.filters().to_vec(), store, resource.clone());
             let events = watcher(api)
                 .default_backoff()
                 .modify(|object| lean(&mut object.metadata))
-                .reflect(writer)
-                .filter(move |event| {
-                    future::ready(event.as_ref().map_or(true, |event| filter.admit(event)))
-                })
+                .reflect(writer);
+            let events = filtered(events, watched.filters().to_vec(), store, resource.clone())
                 .touched_objects();
             let map = watched.map().clone();
             controller = controller.watches_stream_with(
@@ -117,6 +117,51 @@ impl<K: Object> Related<K> {
     }
 }
 
+/// The events of a watch of untyped objects (already in `store`) that pass `filters`.
+pub(crate) fn filtered(
+    events: impl Stream<Item = Events<DynamicObject>> + Send + 'static,
+    filters: Vec<Filter<DynamicObject>>,
+    store: Store<DynamicObject>,
+    resource: ApiResource,
+) -> impl Stream<Item = Events<DynamicObject>> + Send + 'static {
+    let mut filter = EventFilter::new(filters, store, resource);
+    events.filter(move |event| {
+        future::ready(event.as_ref().map_or(true, |event| filter.admit(event)))
+    })
+}
+
+/// The objects a shared cache touched, without the changes `filters` find not worth a
+/// reconcile: each is judged against the previous version this stream saw of it. First sight,
+/// deletion and an object being deleted always pass; a gone object's previous version is
+/// dropped.
+pub(crate) fn filter_touched(
+    touched: impl Stream<Item = Arc<DynamicObject>> + Send + 'static,
+    filters: Vec<Filter<DynamicObject>>,
+    store: Store<DynamicObject>,
+    resource: ApiResource,
+) -> impl Stream<Item = Arc<DynamicObject>> + Send + 'static {
+    let mut previous: HashMap<ObjectRef<DynamicObject>, Arc<DynamicObject>> = HashMap::new();
+    touched.filter(move |object| {
+        if filters.is_empty() {
+            return future::ready(true);
+        }
+        let reference = ObjectRef::from_obj_with(&**object, resource.clone());
+        let pass = if store.get(&reference).is_none() {
+            previous.remove(&reference);
+            true
+        } else {
+            match previous.insert(reference, object.clone()) {
+                None => true,
+                Some(old) => {
+                    object.meta().deletion_timestamp.is_some()
+                        || filters.iter().any(|filter| filter.passes(&old, object))
+                }
+            }
+        };
+        future::ready(pass)
+    })
+}
+
 fn watcher(api: Api<DynamicObject>) -> impl Stream<Item = Events<DynamicObject>> + Send {
     watcher::watcher(api, watcher::Config::default().any_semantic())
 }
@@ -127,7 +172,7 @@ type Target = (Option<String>, String);
 /// Which primaries name which object in a field: (namespace, referenced name) to the primaries,
 /// kept from the primary's watch events, so a related event is mapped without a request.
 pub(crate) struct FieldIndex<K: Object> {
-    read: Arc<dyn Fn(&K) -> Option<String> + Send + Sync>,
+    read: ReadFn<K>,
     state: Mutex<IndexState<K>>,
 }
 
@@ -141,7 +186,7 @@ struct IndexState<K: Object> {
 }
 
 impl<K: Object> FieldIndex<K> {
-    pub(crate) fn new(read: Arc<dyn Fn(&K) -> Option<String> + Send + Sync>) -> Self {
+    pub(crate) fn new(read: ReadFn<K>) -> Self {
         Self {
             read,
             state: Mutex::new(IndexState {

@@ -243,7 +243,15 @@ pub(crate) fn spawn<C: Controller>(
                 tracing::error!(kind = %resource.kind, "no cache was started for an owned kind; its changes will not trigger reconciles");
                 continue;
             };
+            let store_for_filters = store.clone();
             cache.add(resource.clone(), store);
+            // The author's filters on this kind judge each change against the last one seen.
+            let touched = related::filter_touched(
+                touched,
+                config.owned_filters(resource),
+                store_for_filters,
+                resource.clone(),
+            );
             let children = queue::count_owner_triggers::<C::Resource, _>(
                 touched.map(|object| Ok::<_, watcher::Error>(owner_stub(&object))),
                 work_queue.clone(),
