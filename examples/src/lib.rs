@@ -8,8 +8,10 @@
 //! | [`workload`] | `workload-operator` | a `WebApp` owning a Deployment and a Service: readiness from the Deployment's status, drift repaired |
 //! | [`cluster`] | `cluster-operator` | a cluster-scoped `SharedConfig` copied into namespaces without owner references; a finalizer deletes the copies |
 //! | [`versions`] | `versions-operator` | one resource served as `v1alpha1` and `v1` from Rust types, stored as `v1` |
+//! | [`snapshot`] | `snapshot-operator` | a `Snapshot` copies a ConfigMap it does not own into versioned children and prunes all but the newest `keep` |
 
 pub mod cluster;
 pub mod hello;
+pub mod snapshot;
 pub mod versions;
 pub mod workload;
