@@ -104,18 +104,38 @@ fn bench_quick() -> Result<(), String> {
     let (Some(manifest), Some(target)) = (manifest.to_str(), target.to_str()) else {
         return Err("the checkout's path is not UTF-8".into());
     };
-    cargo_with_env(
-        &[
-            "run",
-            "--release",
-            "--quiet",
-            "--manifest-path",
-            manifest,
-            "--",
-            "--quick",
-        ],
-        &[("CARGO_TARGET_DIR", target)],
-    )
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let args = [
+        "run",
+        "--release",
+        "--quiet",
+        "--manifest-path",
+        manifest,
+        "--",
+        "--quick",
+    ];
+    eprintln!("+ CARGO_TARGET_DIR={target} cargo {}", args.join(" "));
+    let mut command = Command::new(&cargo);
+    // What `cargo xtask` (itself a `cargo run`) put in our environment would make ring's
+    // build script rerun, and the driver builds the peers without it: keep the two alike.
+    for (key, _) in std::env::vars_os() {
+        if let Some(key) = key.to_str()
+            && (key.starts_with("CARGO_") || key == "OUT_DIR")
+            && key != "CARGO_HOME"
+        {
+            command.env_remove(key);
+        }
+    }
+    let status = command
+        .args(args)
+        .env("CARGO_TARGET_DIR", target)
+        .status()
+        .map_err(|err| format!("cannot run {cargo}: {err}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the quick benchmark failed ({status})"))
+    }
 }
 
 /// Runs `cargo test`, echoing its output, and ends with one line that sums up every test

@@ -201,7 +201,11 @@ fn leader_index(peer: Peer, replicas: &[Process], holder: &str) -> Result<usize,
             let acquired: Vec<usize> = replicas
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| r.log().contains("successfully acquired lease"))
+                .filter(|(_, r)| {
+                    r.log()
+                        .to_ascii_lowercase()
+                        .contains("successfully acquired lease")
+                })
                 .map(|(i, _)| i)
                 .collect();
             match acquired.as_slice() {

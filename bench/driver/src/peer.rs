@@ -49,11 +49,27 @@ impl Peer {
             }
         };
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        run(Command::new(cargo)
+        let mut command = Command::new(cargo);
+        without_cargo_run_env(&mut command);
+        run(command
             .args(["build", "--release", "--quiet", "--manifest-path"])
             .arg(bench.join(dir).join("Cargo.toml"))
             .env("CARGO_TARGET_DIR", target))?;
         Ok(target.join("release").join(binary))
+    }
+}
+
+/// Removes what `cargo run` put in the driver's environment (`CARGO_PKG_NAME`,
+/// `CARGO_MANIFEST_DIR`, ...). Build scripts such as ring's rerun when those change, so a peer
+/// built with them would rebuild ring and everything above it in the shared target directory,
+/// and the next `cargo run` of the driver would rebuild it all again.
+fn without_cargo_run_env(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let keep = matches!(key, "CARGO_HOME" | "CARGO_TARGET_DIR");
+        if !keep && (key.starts_with("CARGO_") || key == "OUT_DIR") {
+            command.env_remove(key);
+        }
     }
 }
 
