@@ -244,6 +244,7 @@ pub(crate) async fn run_self_managed(
     store: SecretStore,
     injector: Injector,
     slot: Arc<CertSlot>,
+    settled: tokio::sync::watch::Sender<bool>,
     stop: CancellationToken,
 ) {
     let mut injected: Option<String> = None;
@@ -267,6 +268,7 @@ pub(crate) async fn run_self_managed(
                     }
                 }
                 if injected.as_deref() == Some(material.bundle.as_str()) {
+                    settled.send_replace(slot.is_loaded());
                     after
                 } else {
                     after.min(RETRY)
@@ -290,6 +292,7 @@ pub(crate) async fn run_files(
     dir: PathBuf,
     poll: Duration,
     slot: Arc<CertSlot>,
+    settled: tokio::sync::watch::Sender<bool>,
     stop: CancellationToken,
 ) {
     let cert = dir.join("tls.crt");
@@ -306,6 +309,7 @@ pub(crate) async fn run_files(
                         Ok(_) => {
                             tracing::info!(dir = %dir.display(), "loaded the webhook certificate");
                             seen = Some((c, k));
+                            settled.send_replace(true);
                         }
                         Err(err) => {
                             tracing::error!(dir = %dir.display(), error = %err, "cannot load the webhook certificate")
