@@ -244,6 +244,7 @@ pub fn builder() -> bonny::OperatorBuilder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use proptest::prelude::*;
 
@@ -312,7 +313,8 @@ mod tests {
             let mut new = v1::Gizmo::new("g", v1::GizmoSpec { size, color });
             new.metadata.annotations = annotations;
             let back = v1::Gizmo::from(v1alpha1::Gizmo::from(new.clone()));
-            prop_assert_eq!(serde_json::to_value(back).unwrap(), serde_json::to_value(new).unwrap());
+            let (back, new) = (serde_json::to_value(back).unwrap(), serde_json::to_value(new).unwrap());
+            prop_assert_eq!(back, new);
         }
     }
 

@@ -175,6 +175,7 @@ impl ResolvesServerCert for CertSlot {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
