@@ -333,3 +333,81 @@ pub(crate) async fn run_files(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::webhook::certs;
+
+    /// Polls `done` every 20 ms until it holds, failing after 10 s.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn mounted_files_are_loaded_and_reloaded_when_they_change() {
+        let dir = std::env::temp_dir().join(format!(
+            "bonny-webhook-files-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = certs::new_ca("op", Duration::from_secs(3600)).unwrap();
+        let hosts = vec!["127.0.0.1".to_owned()];
+        let write = |pair: &Pair| {
+            std::fs::write(dir.join("tls.key"), &pair.key_pem).unwrap();
+            std::fs::write(dir.join("tls.crt"), &pair.cert_pem).unwrap();
+        };
+        let slot = Arc::new(CertSlot::default());
+        let (settled, mut settled_rx) = tokio::sync::watch::channel(false);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_files(
+            dir.clone(),
+            Duration::from_millis(20),
+            slot.clone(),
+            settled,
+            stop.clone(),
+        ));
+        // Nothing mounted yet: not loaded, not settled.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(!slot.is_loaded());
+        let first = certs::issue("op", &ca.key_pem, &hosts, Duration::from_secs(60)).unwrap();
+        write(&first);
+        settled_rx.wait_for(|s| *s).await.unwrap();
+        until("the first pair", || {
+            slot.current_pair().as_ref() == Some(&first)
+        })
+        .await;
+        // Rewritten (as cert-manager renews): the new pair is served. File times can have a
+        // coarse resolution, so the rewrite waits until it shows.
+        let second = certs::issue("op", &ca.key_pem, &hosts, Duration::from_secs(60)).unwrap();
+        let before = std::fs::metadata(dir.join("tls.crt"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        loop {
+            write(&second);
+            if std::fs::metadata(dir.join("tls.crt"))
+                .unwrap()
+                .modified()
+                .unwrap()
+                != before
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        until("the renewed pair", || {
+            slot.current_pair().as_ref() == Some(&second)
+        })
+        .await;
+        stop.cancel();
+        task.await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
