@@ -440,6 +440,20 @@ async fn a_certificate_rotation_under_continuous_writes_fails_no_request() {
         Metrics::new(),
     );
 
+    // The second replica serves a certificate the shared CA signed: a client trusting only
+    // the Secret's bundle gets its validator's answer.
+    let bundle = before.data.clone().unwrap()["ca-bundle.crt"].clone();
+    let answer = eventually("the second replica to answer", WAIT, || {
+        let bundle = bundle.clone();
+        async move { review_on(second_port, bundle).await.ok() }
+    })
+    .await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    assert_eq!(
+        answer["response"]["status"]["message"],
+        "spec.size must be at least 1"
+    );
+
     let secrets_seen = Arc::new(std::sync::Mutex::new(vec![
         before.data.clone().unwrap()["tls.crt"].0.clone(),
     ]));
@@ -502,6 +516,41 @@ async fn a_certificate_rotation_under_continuous_writes_fails_no_request() {
     );
     second.stop().await;
     running.stop().await;
+}
+
+/// POST an admission review of a size-0 Thing to the validator on `port`, trusting only
+/// `bundle` (the Secret's CA bundle).
+async fn review_on(
+    port: u16,
+    bundle: k8s_openapi::ByteString,
+) -> Result<serde_json::Value, kube::Error> {
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{port}', certificate-authority-data: {}}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n",
+        serde_json::to_value(&bundle).unwrap().as_str().unwrap()
+    );
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = Client::try_from(config)?;
+    let body = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "direct",
+            "kind": {"group": "hooks.e2e.bonny.dev", "version": "v1", "kind": "Thing"},
+            "resource": {"group": "hooks.e2e.bonny.dev", "version": "v1", "resource": "things"},
+            "operation": "CREATE",
+            "userInfo": {"username": "test"},
+            "object": serde_json::to_value(thing("direct", 0)).unwrap(),
+        }
+    });
+    let request = http::Request::post("/validate/hooks.e2e.bonny.dev/v1/things")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    let text = client.request_text(request).await?;
+    Ok(serde_json::from_str(&text).unwrap())
 }
 
 /// The quantile `q` of a Prometheus histogram summed over every series whose line contains
