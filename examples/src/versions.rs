@@ -10,19 +10,16 @@
 //! - **The controller reconciles the storage version.** The API server converts every object to
 //!   the version a client asks for. A `Gizmo` created as `v1alpha1` therefore reaches the `v1`
 //!   controller as a `v1::Gizmo`.
-//! - **Schemas that need no conversion webhook.** Without a webhook the API server uses the
-//!   `None` conversion strategy: it rewrites `apiVersion` and leaves every other field as it is.
-//!   That is correct only when every version reads every stored object the same way. Here
-//!   `v1alpha1` has `spec.size`, and `v1` keeps `spec.size` with the same type and adds an
-//!   optional `spec.color`. A type change (say `size: String` to `size: u32`) or a renamed
-//!   field needs a conversion webhook. Under `None`, a `v1alpha1` client would read the stored
-//!   `v1` number as if it were a string.
-//!
-//!   The API server also prunes the fields a version does not know. A `v1` gizmo read as
-//!   `v1alpha1` has no `spec.color`, and any write through `v1alpha1` stores the object without
-//!   one. That includes a merge patch of `spec.size`, a server-side apply and a replace. Old
-//!   clients therefore erase new optional fields, which is one more reason to retire old
-//!   versions. A conversion webhook could keep such fields in an annotation.
+//! - **A conversion webhook.** Without one the API server uses the `None` strategy: it
+//!   rewrites `apiVersion`, leaves every other field as it is, and prunes the fields a version
+//!   does not know, so a `v1alpha1` client's write would erase `v1`'s `spec.color`. Here the
+//!   operator serves a conversion webhook ([`webhooks`]) built from two `From` impls through the
+//!   hub `v1` (the storage version): going to `v1alpha1`, the colour moves into the annotation
+//!   [`COLOR_ANNOTATION`]; coming back, it moves out again. Old clients therefore keep new
+//!   fields, and a gizmo written as `v1alpha1` reads back as `v1alpha1` unchanged.
+//! - **A validator.** `spec.size` 0 is refused with a message, whichever version it is
+//!   written in: the validator is declared for `v1`, and the API server converts a `v1alpha1`
+//!   request before calling it (`matchPolicy: Equivalent`).
 //! - **A deprecated version.** `v1alpha1` is marked `deprecated`, so the API server adds a
 //!   warning to every response for it, and `kubectl` prints that warning.
 //!
@@ -42,13 +39,22 @@
 //! Run it with `cargo run -p bonny-examples --bin versions-operator -- run` after installing the
 //! CRD (`... --bin versions-operator -- manifests --crds | kubectl apply -f -`).
 
-use bonny::{controller::set_condition, prelude::*};
+use std::collections::BTreeMap;
+
+use bonny::{
+    controller::set_condition,
+    prelude::*,
+    webhook::{Conversion, Verdict, Webhooks},
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The colour a `Gizmo` without `spec.color` gets.
 pub const DEFAULT_COLOR: &str = "grey";
+
+/// Where a `v1alpha1` gizmo keeps the `v1` colour it has no field for.
+pub const COLOR_ANNOTATION: &str = "versions.bonny.dev/color";
 
 /// The status, the same in both versions (a field added here would have to be optional, as in
 /// the spec).
@@ -115,6 +121,68 @@ pub mod v1 {
     }
 }
 
+/// `v1alpha1` to the hub: the colour comes out of its annotation.
+impl From<v1alpha1::Gizmo> for v1::Gizmo {
+    fn from(old: v1alpha1::Gizmo) -> Self {
+        let mut metadata = old.metadata;
+        let color = metadata
+            .annotations
+            .as_mut()
+            .and_then(|annotations| annotations.remove(COLOR_ANNOTATION));
+        if metadata
+            .annotations
+            .as_ref()
+            .is_some_and(BTreeMap::is_empty)
+        {
+            metadata.annotations = None;
+        }
+        v1::Gizmo {
+            metadata,
+            spec: v1::GizmoSpec {
+                size: old.spec.size,
+                color,
+            },
+            status: old.status,
+        }
+    }
+}
+
+/// The hub to `v1alpha1`: the colour goes into an annotation.
+impl From<v1::Gizmo> for v1alpha1::Gizmo {
+    fn from(new: v1::Gizmo) -> Self {
+        let mut metadata = new.metadata;
+        if let Some(color) = new.spec.color {
+            metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(COLOR_ANNOTATION.to_owned(), color);
+        }
+        v1alpha1::Gizmo {
+            metadata,
+            spec: v1alpha1::GizmoSpec {
+                size: new.spec.size,
+            },
+            status: new.status,
+        }
+    }
+}
+
+/// The gizmo webhooks: conversion through `v1`, and a validator of `v1` (which sees
+/// `v1alpha1` writes converted).
+pub fn webhooks() -> Webhooks {
+    Webhooks::new()
+        .convert(Conversion::<v1::Gizmo>::hub().spoke::<v1alpha1::Gizmo>())
+        .validate::<v1::Gizmo>(|request| match &request.object {
+            Some(gizmo) if gizmo.spec.size == 0 => {
+                Verdict::deny("spec.size is 0: a gizmo needs a size of at least 1")
+            }
+            Some(gizmo) if gizmo.spec.size > 1000 => {
+                Verdict::allow().warn(format!("a size-{} gizmo is very large", gizmo.spec.size))
+            }
+            _ => Verdict::allow(),
+        })
+}
+
 /// Reconciles gizmos of every served version, as `v1`.
 #[bonny::controller(
     resource = v1::Gizmo,
@@ -157,7 +225,7 @@ pub fn describe(spec: &v1::GizmoSpec) -> String {
     format!("a size-{} {color} gizmo", spec.size)
 }
 
-/// The gizmo operator: one controller, leader election on.
+/// The gizmo operator: one controller, its webhooks, leader election on.
 ///
 /// # Errors
 /// When the environment holds an invalid setting.
@@ -171,11 +239,15 @@ pub fn builder() -> bonny::OperatorBuilder {
     bonny::Operator::builder()
         .name("versions-operator")
         .controller(GizmoController)
+        .webhooks(webhooks())
         .leader_election(true)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -190,6 +262,60 @@ mod tests {
         assert_eq!(versions.len(), 2);
         assert!(versions.contains(&("v1".into(), true, true)));
         assert!(versions.contains(&("v1alpha1".into(), true, false)));
+    }
+
+    fn alpha(size: u32, annotations: Option<BTreeMap<String, String>>) -> v1alpha1::Gizmo {
+        let mut gizmo = v1alpha1::Gizmo::new("g", v1alpha1::GizmoSpec { size });
+        gizmo.metadata.annotations = annotations;
+        gizmo
+    }
+
+    fn annotations() -> impl Strategy<Value = Option<BTreeMap<String, String>>> {
+        // What the API server stores: no annotations, or some (an empty map reads back as none).
+        proptest::option::of(proptest::collection::btree_map(
+            "[a-z]{1,8}(\\.io/[a-z]{1,8})?",
+            ".{0,12}",
+            1..4,
+        ))
+    }
+
+    proptest! {
+        /// Written as v1alpha1, read back as v1alpha1 unchanged (through the hub).
+        #[test]
+        fn v1alpha1_round_trips_through_the_hub(
+            size in any::<u32>(),
+            annotations in annotations(),
+            color in proptest::option::of("[a-z]{1,10}"),
+        ) {
+            let mut annotations = annotations;
+            if let Some(color) = color {
+                annotations.get_or_insert_with(BTreeMap::new).insert(COLOR_ANNOTATION.into(), color);
+            }
+            let old = alpha(size, annotations);
+            let conversion = Conversion::<v1::Gizmo>::hub().spoke::<v1alpha1::Gizmo>();
+            let as_v1 = conversion
+                .convert(serde_json::to_value(&old).unwrap(), "versions.bonny.dev/v1")
+                .unwrap();
+            prop_assert!(as_v1["metadata"]["annotations"].get(COLOR_ANNOTATION).is_none());
+            let back = conversion
+                .convert(as_v1, "versions.bonny.dev/v1alpha1")
+                .unwrap();
+            prop_assert_eq!(back, serde_json::to_value(&old).unwrap());
+        }
+
+        /// Written as v1 and read as v1alpha1, a v1 object loses nothing.
+        #[test]
+        fn v1_round_trips_through_v1alpha1(
+            size in any::<u32>(),
+            annotations in annotations(),
+            color in proptest::option::of("[a-z]{1,10}"),
+        ) {
+            let mut new = v1::Gizmo::new("g", v1::GizmoSpec { size, color });
+            new.metadata.annotations = annotations;
+            let back = v1::Gizmo::from(v1alpha1::Gizmo::from(new.clone()));
+            let (back, new) = (serde_json::to_value(back).unwrap(), serde_json::to_value(new).unwrap());
+            prop_assert_eq!(back, new);
+        }
     }
 
     #[test]

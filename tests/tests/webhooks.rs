@@ -440,6 +440,20 @@ async fn a_certificate_rotation_under_continuous_writes_fails_no_request() {
         Metrics::new(),
     );
 
+    // The second replica serves a certificate the shared CA signed: a client trusting only
+    // the Secret's bundle gets its validator's answer.
+    let bundle = before.data.clone().unwrap()["ca-bundle.crt"].clone();
+    let answer = eventually("the second replica to answer", WAIT, || {
+        let bundle = bundle.clone();
+        async move { review_on(second_port, bundle).await.ok() }
+    })
+    .await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    assert_eq!(
+        answer["response"]["status"]["message"],
+        "spec.size must be at least 1"
+    );
+
     let secrets_seen = Arc::new(std::sync::Mutex::new(vec![
         before.data.clone().unwrap()["tls.crt"].0.clone(),
     ]));
@@ -503,3 +517,179 @@ async fn a_certificate_rotation_under_continuous_writes_fails_no_request() {
     second.stop().await;
     running.stop().await;
 }
+
+/// POST an admission review of a size-0 Thing to the validator on `port`, trusting only
+/// `bundle` (the Secret's CA bundle).
+async fn review_on(
+    port: u16,
+    bundle: k8s_openapi::ByteString,
+) -> Result<serde_json::Value, kube::Error> {
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{port}', certificate-authority-data: {}}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n",
+        serde_json::to_value(&bundle).unwrap().as_str().unwrap()
+    );
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = Client::try_from(config)?;
+    let body = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "direct",
+            "kind": {"group": "hooks.e2e.bonny.dev", "version": "v1", "kind": "Thing"},
+            "resource": {"group": "hooks.e2e.bonny.dev", "version": "v1", "resource": "things"},
+            "operation": "CREATE",
+            "userInfo": {"username": "test"},
+            "object": serde_json::to_value(thing("direct", 0)).unwrap(),
+        }
+    });
+    let request = http::Request::post("/validate/hooks.e2e.bonny.dev/v1/things")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    let text = client.request_text(request).await?;
+    Ok(serde_json::from_str(&text).unwrap())
+}
+
+/// The quantile `q` of a Prometheus histogram summed over every series whose line contains
+/// `filter`, interpolated linearly within the bucket (as `histogram_quantile` does).
+fn quantile(metrics: &str, name: &str, filter: &str, q: f64) -> Option<f64> {
+    let mut buckets: std::collections::BTreeMap<u64, (f64, f64)> = Default::default();
+    for line in metrics.lines() {
+        if !line.starts_with(&format!("{name}_bucket{{")) || !line.contains(filter) {
+            continue;
+        }
+        let le = line.split("le=\"").nth(1)?.split('"').next()?;
+        let count: f64 = line.rsplit(' ').next()?.parse().ok()?;
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().ok()?
+        };
+        // Keyed by the bound's bits so that buckets sort by bound (all bounds are >= 0).
+        let entry = buckets.entry(bound.to_bits()).or_insert((bound, 0.0));
+        entry.1 += count;
+    }
+    let total = buckets.values().last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut previous = (0.0, 0.0);
+    for (bound, count) in buckets.values().copied() {
+        if count >= rank {
+            if bound.is_infinite() {
+                return Some(previous.0);
+            }
+            let within = (rank - previous.1) / (count - previous.1).max(f64::MIN_POSITIVE);
+            return Some(previous.0 + (bound - previous.0) * within);
+        }
+        previous = (bound, count);
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_latency_as_the_api_server_sees_it_under_a_few_hundred_writes() {
+    init_tracing();
+    let port = free_port();
+    let webhooks = webhooks(port);
+    let env = setup(&webhooks).await;
+    let client = env.client();
+    let running = Running::start(client.clone(), webhooks, Metrics::new());
+    wait_admitting(&client, "first").await;
+
+    // 400 creates from 4 writers at once, each through the defaulter and the validator.
+    let started = Instant::now();
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..4 {
+        let things: Api<Thing> = Api::namespaced(client.clone(), APPS);
+        writers.spawn(async move {
+            for i in 0..100 {
+                things
+                    .create(
+                        &PostParams::default(),
+                        &thing(&format!("load-{writer}-{i}"), 1 + i % 10),
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let metrics = env.apiserver_metrics().await.unwrap();
+    let name = "apiserver_admission_webhook_admission_duration_seconds";
+    let mut report = format!("400 creates in {elapsed:?}:");
+    for (kind, hook) in [
+        ("validating", "validate.things.hooks.e2e.bonny.dev"),
+        ("mutating", "default.things.hooks.e2e.bonny.dev"),
+    ] {
+        let filter = format!("name=\"{hook}\"");
+        let p50 = quantile(&metrics, name, &filter, 0.5).unwrap();
+        let p99 = quantile(&metrics, name, &filter, 0.99).unwrap();
+        report.push_str(&format!(
+            " {kind} p50 {:.1} ms, p99 {:.1} ms;",
+            p50 * 1000.0,
+            p99 * 1000.0
+        ));
+        assert!(p99 < 1.0, "{kind} webhook p99 {p99} s");
+    }
+    println!("webhook latency seen by the API server: {report}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn the_generated_webhook_manifests_apply_on_the_api_server() {
+    init_tracing();
+    let env = TestEnv::start().await.unwrap();
+    env.create_namespace("ops").await.unwrap();
+    let manifests = operator(
+        env.client(),
+        webhooks(DEFAULT_PORT_FOR_MANIFESTS),
+        Metrics::new(),
+    )
+    .manifests(&Options::new("img:1").namespace("ops"))
+    .unwrap();
+    let hooks = manifests.webhooks.clone().unwrap();
+    let service = hooks.service.clone().expect("a Service in cluster mode");
+    assert_eq!(
+        service.metadata.name.as_deref(),
+        Some("thing-operator-webhook")
+    );
+    let validating = hooks.validating.clone().unwrap().webhooks.unwrap();
+    let hook = &validating[0];
+    assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
+    assert_eq!(hook.side_effects, "None");
+    assert_eq!(hook.match_policy.as_deref(), Some("Equivalent"));
+    assert_eq!(hook.timeout_seconds, Some(10));
+    let selector = hook.namespace_selector.clone().unwrap();
+    let expression = &selector.match_expressions.unwrap()[0];
+    assert_eq!(
+        (expression.key.as_str(), expression.operator.as_str()),
+        ("kubernetes.io/metadata.name", "NotIn")
+    );
+    assert_eq!(expression.values.as_deref(), Some(&["ops".to_owned()][..]));
+    let yaml = manifests.to_yaml().unwrap();
+    let (ok, stdout, stderr) = kubectl(&env, &["apply", "-f", "-"], &yaml).await;
+    assert!(ok, "kubectl apply failed:\n{stdout}{stderr}");
+    for object in [
+        "service/thing-operator-webhook created",
+        "validatingwebhookconfiguration.admissionregistration.k8s.io/thing-operator created",
+        "mutatingwebhookconfiguration.admissionregistration.k8s.io/thing-operator created",
+        "role.rbac.authorization.k8s.io/thing-operator-webhook-tls created",
+        "rolebinding.rbac.authorization.k8s.io/thing-operator-webhook-tls created",
+    ] {
+        assert!(stdout.contains(object), "{object} missing in:\n{stdout}");
+    }
+    // Applying again changes nothing.
+    let (ok, stdout, stderr) = kubectl(&env, &["apply", "-f", "-"], &yaml).await;
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains("configured"), "{stdout}");
+}
+
+const DEFAULT_PORT_FOR_MANIFESTS: u16 = bonny::webhook::DEFAULT_PORT;

@@ -104,9 +104,7 @@ pub(crate) fn build(
         rules.extend(registration.author_rules().iter().cloned());
         cluster_scoped |= !registration.kinds().namespaced;
     }
-    if let Some(webhooks) = webhooks {
-        rules.extend(webhooks::rules(webhooks));
-    }
+
     crds.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     crds.dedup_by(|a, b| a.metadata.name == b.metadata.name);
     let watched = match namespaces {
@@ -133,6 +131,10 @@ pub(crate) fn build(
     let fence = leader
         .filter(|_| options.fence)
         .map(|leader| fence::for_operator(name, leader, options, &rules));
+    // Writing the CA bundle is every replica's job, not the leader's: outside the fence.
+    if let Some(webhooks) = webhooks {
+        rules.extend(webhooks::rules(webhooks));
+    }
     let mut deployment = deployment::deployment(name, options, leader_election, watched);
     let webhooks = webhooks
         .map(|webhooks| webhooks::build(name, webhooks, options, &mut crds, &mut deployment));

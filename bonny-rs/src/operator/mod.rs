@@ -40,6 +40,10 @@ pub use settings::{Settings, parse_duration};
 
 const DEFAULT_HTTP_ADDR: ([u8; 4], u16) = ([0, 0, 0, 0], 8080);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long startup waits for the conversion webhook's certificate and CA bundle.
+const WEBHOOK_SETTLE: Duration = Duration::from_secs(30);
+/// Preflight tries for an operator that converts, while the API server reloads the CRD.
+const PREFLIGHT_TRIES: u32 = 10;
 /// How far past the renew deadline a leader may go unrenewed before `/healthz` fails.
 const LIVENESS_GRACE: Duration = Duration::from_secs(5);
 
@@ -149,23 +153,11 @@ impl Operator {
                 .await
                 .map_err(Error::ClientConfig)?,
         };
-        for registration in self.registrations.iter() {
-            registration
-                .preflight(&client, &self.namespaces, &self.binary)
-                .await?;
-        }
         let server_stop = CancellationToken::new();
         let mut background = JoinSet::new();
-        if let Some(addr) = self.http_addr {
-            let server = Server::bind(addr, self.metrics.clone(), self.health.clone())
-                .await
-                .map_err(|source| Error::Http { addr, source })?;
-            let bound = server.local_addr().unwrap_or(addr);
-            tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
-            background.spawn(server.serve(server_stop.clone()));
-        }
         // Webhooks are served by every replica, leader or not, with the plain client: the
-        // certificate Secret and CA bundle are shared state, not controller writes.
+        // certificate Secret and CA bundle are shared state, not controller writes. They start
+        // before preflight: listing a converted resource needs the conversion webhook.
         if let Some(webhooks) = self.webhooks.as_ref().filter(|w| !w.is_empty()) {
             let context = webhook::Context {
                 client: client.clone(),
@@ -179,11 +171,56 @@ impl Operator {
                 metrics: self.metrics.clone(),
                 health: self.health.clone(),
             };
-            let (bound, tasks) = webhook::start(webhooks, context, server_stop.clone()).await?;
-            tracing::info!(addr = %bound, "serving webhooks");
-            for task in tasks {
+            let started = webhook::start(webhooks, context, server_stop.clone()).await?;
+            tracing::info!(addr = %started.addr, "serving webhooks");
+            for task in started.tasks {
                 background.spawn(task);
             }
+            if webhook::converts(webhooks) {
+                // Preflight lists the converted resource: wait until the API server can reach
+                // the conversion webhook (bounded; preflight then says what is wrong).
+                let mut settled = started.settled;
+                let waited =
+                    tokio::time::timeout(WEBHOOK_SETTLE, settled.wait_for(|settled| *settled))
+                        .await;
+                if waited.is_err() {
+                    tracing::warn!("the conversion webhook has no certificate or CA bundle yet");
+                }
+            }
+        }
+        for registration in self.registrations.iter() {
+            let mut attempt = 0;
+            loop {
+                match registration
+                    .preflight(&client, &self.namespaces, &self.binary)
+                    .await
+                {
+                    Ok(()) => break,
+                    // The API server picks up a CRD's new CA bundle a moment after it is
+                    // written: a converted resource gets a few tries.
+                    Err(err)
+                        if self.webhooks.as_ref().is_some_and(webhook::converts)
+                            && attempt < PREFLIGHT_TRIES =>
+                    {
+                        attempt += 1;
+                        tracing::debug!(error = %err, attempt, "preflight failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(err) => {
+                        server_stop.cancel();
+                        while background.join_next().await.is_some() {}
+                        return Err(err.into());
+                    }
+                }
+            }
+        }
+        if let Some(addr) = self.http_addr {
+            let server = Server::bind(addr, self.metrics.clone(), self.health.clone())
+                .await
+                .map_err(|source| Error::Http { addr, source })?;
+            let bound = server.local_addr().unwrap_or(addr);
+            tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+            background.spawn(server.serve(server_stop.clone()));
         }
         let elector = self
             .leader

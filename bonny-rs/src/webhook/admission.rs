@@ -171,3 +171,84 @@ impl<K: Admitted> Hook for Defaulter<K> {
         admission_failure(request_uid(body), code, message)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use serde_json::json;
+
+    use super::*;
+
+    fn review(object: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+                "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+                "operation": "CREATE",
+                "userInfo": {"username": "alice"},
+                "object": object,
+            }
+        }))
+        .unwrap()
+    }
+
+    fn response(body: &[u8]) -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(body).unwrap()["response"].clone()
+    }
+
+    #[test]
+    fn a_denial_carries_the_message_and_the_warnings() {
+        let validator = Validator::<ConfigMap>::new(Arc::new(|_: &AdmissionRequest<ConfigMap>| {
+            Verdict::deny("no thanks").warn("careful")
+        }));
+        let body =
+            review(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}));
+        let out = response(&validator.handle(&body));
+        assert_eq!(out["uid"], "u-1");
+        assert_eq!(out["allowed"], false);
+        assert_eq!(out["status"]["message"], "no thanks");
+        assert_eq!(out["status"]["code"], 403);
+        assert_eq!(out["warnings"], json!(["careful"]));
+    }
+
+    #[test]
+    fn the_defaulter_patches_only_what_it_changed() {
+        let defaulter = Defaulter::<ConfigMap>::new(Arc::new(|cm: &mut ConfigMap| {
+            cm.data
+                .get_or_insert_with(Default::default)
+                .entry("color".into())
+                .or_insert_with(|| "grey".into());
+        }));
+        let body = review(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a"}, "data": {"size": "3"}
+        }));
+        let out = response(&defaulter.handle(&body));
+        assert_eq!(out["allowed"], true);
+        assert_eq!(out["patchType"], "JSONPatch");
+        // kube serializes the patch bytes as a JSON array of numbers, which the API server
+        // decodes into its byte slice as well as base64.
+        let patch: Vec<u8> = serde_json::from_value(out["patch"].clone()).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&patch).unwrap(),
+            json!([{"op": "add", "path": "/data/color", "value": "grey"}])
+        );
+    }
+
+    #[test]
+    fn an_object_that_does_not_decode_is_refused_naming_the_field() {
+        let validator = Validator::<ConfigMap>::new(Arc::new(|_: &AdmissionRequest<ConfigMap>| {
+            Verdict::allow()
+        }));
+        let body = review(json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"size": 3}}));
+        let out = response(&validator.handle(&body));
+        assert_eq!(out["allowed"], false);
+        assert_eq!(out["uid"], "u-1");
+        let message = out["status"]["message"].as_str().unwrap();
+        assert!(message.contains("request.object.data.size"), "{message}");
+    }
+}

@@ -155,6 +155,16 @@ impl CertSlot {
         Ok(true)
     }
 
+    /// The pair presented now.
+    #[cfg(test)]
+    pub(crate) fn current_pair(&self) -> Option<Pair> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(pair, _)| pair.clone())
+    }
+
     /// Whether a certificate is loaded.
     pub(crate) fn is_loaded(&self) -> bool {
         self.current
@@ -175,6 +185,7 @@ impl ResolvesServerCert for CertSlot {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

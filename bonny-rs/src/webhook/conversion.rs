@@ -28,15 +28,18 @@ struct Spoke<H> {
 ///
 /// ```
 /// # use bonny::webhook::Conversion;
+/// # mod v1 {
 /// # use kube::CustomResource;
 /// # use schemars::JsonSchema;
 /// # use serde::{Deserialize, Serialize};
-/// # mod v1 { use super::*;
 /// #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
 /// #[kube(group = "example.com", version = "v1", kind = "Widget", namespaced)]
 /// pub struct WidgetSpec { pub replicas: u32 }
 /// # }
-/// # mod v1beta1 { use super::*;
+/// # mod v1beta1 {
+/// # use kube::CustomResource;
+/// # use schemars::JsonSchema;
+/// # use serde::{Deserialize, Serialize};
 /// #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
 /// #[kube(group = "example.com", version = "v1beta1", kind = "Widget", namespaced)]
 /// pub struct WidgetSpec { pub size: String }

@@ -378,13 +378,27 @@ pub(crate) struct Context {
     pub(crate) health: Health,
 }
 
+/// A started webhook server: where it listens, the tasks to run until `stop`, and a signal
+/// that turns `true` once a certificate is served and (self-managed) its CA bundle written.
+pub(crate) struct Started {
+    pub(crate) addr: SocketAddr,
+    pub(crate) tasks: Vec<BoxFuture<'static, ()>>,
+    pub(crate) settled: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Whether any declared hook is a conversion (listing its resource needs the server).
+pub(crate) fn converts(webhooks: &Webhooks) -> bool {
+    webhooks.routes().any(|r| r.kind == HookKind::Conversion)
+}
+
 /// Bind the webhook server and return the tasks that serve it and keep its certificate, all
 /// to run until `stop`; `/readyz` fails until a certificate is loaded.
 pub(crate) async fn start(
     webhooks: &Webhooks,
     context: Context,
     stop: CancellationToken,
-) -> Result<(SocketAddr, Vec<BoxFuture<'static, ()>>), WebhookError> {
+) -> Result<Started, WebhookError> {
+    let (settled_tx, settled) = tokio::sync::watch::channel(false);
     let slot = Arc::new(certs::CertSlot::default());
     let metrics = WebhookMetrics::register(&context.metrics);
     let server = server::WebhookServer::bind(
@@ -435,12 +449,21 @@ pub(crate) async fn start(
                 store,
                 injector,
                 slot,
+                settled_tx,
                 stop.clone(),
             ))
         }
-        Certificates::Files { dir, poll } => {
-            Box::pin(sources::run_files(dir.clone(), *poll, slot, stop.clone()))
-        }
+        Certificates::Files { dir, poll } => Box::pin(sources::run_files(
+            dir.clone(),
+            *poll,
+            slot,
+            settled_tx,
+            stop.clone(),
+        )),
     };
-    Ok((bound, vec![Box::pin(server.serve(stop)), certificates]))
+    Ok(Started {
+        addr: bound,
+        tasks: vec![Box::pin(server.serve(stop)), certificates],
+        settled,
+    })
 }

@@ -244,6 +244,7 @@ pub(crate) async fn run_self_managed(
     store: SecretStore,
     injector: Injector,
     slot: Arc<CertSlot>,
+    settled: tokio::sync::watch::Sender<bool>,
     stop: CancellationToken,
 ) {
     let mut injected: Option<String> = None;
@@ -267,6 +268,7 @@ pub(crate) async fn run_self_managed(
                     }
                 }
                 if injected.as_deref() == Some(material.bundle.as_str()) {
+                    settled.send_replace(slot.is_loaded());
                     after
                 } else {
                     after.min(RETRY)
@@ -290,6 +292,7 @@ pub(crate) async fn run_files(
     dir: PathBuf,
     poll: Duration,
     slot: Arc<CertSlot>,
+    settled: tokio::sync::watch::Sender<bool>,
     stop: CancellationToken,
 ) {
     let cert = dir.join("tls.crt");
@@ -306,6 +309,7 @@ pub(crate) async fn run_files(
                         Ok(_) => {
                             tracing::info!(dir = %dir.display(), "loaded the webhook certificate");
                             seen = Some((c, k));
+                            settled.send_replace(true);
                         }
                         Err(err) => {
                             tracing::error!(dir = %dir.display(), error = %err, "cannot load the webhook certificate")
@@ -327,5 +331,83 @@ pub(crate) async fn run_files(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(poll) => {}
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::webhook::certs;
+
+    /// Polls `done` every 20 ms until it holds, failing after 10 s.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn mounted_files_are_loaded_and_reloaded_when_they_change() {
+        let dir = std::env::temp_dir().join(format!(
+            "bonny-webhook-files-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = certs::new_ca("op", Duration::from_secs(3600)).unwrap();
+        let hosts = vec!["127.0.0.1".to_owned()];
+        let write = |pair: &Pair| {
+            std::fs::write(dir.join("tls.key"), &pair.key_pem).unwrap();
+            std::fs::write(dir.join("tls.crt"), &pair.cert_pem).unwrap();
+        };
+        let slot = Arc::new(CertSlot::default());
+        let (settled, mut settled_rx) = tokio::sync::watch::channel(false);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_files(
+            dir.clone(),
+            Duration::from_millis(20),
+            slot.clone(),
+            settled,
+            stop.clone(),
+        ));
+        // Nothing mounted yet: not loaded, not settled.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(!slot.is_loaded());
+        let first = certs::issue("op", &ca.key_pem, &hosts, Duration::from_secs(60)).unwrap();
+        write(&first);
+        settled_rx.wait_for(|s| *s).await.unwrap();
+        until("the first pair", || {
+            slot.current_pair().as_ref() == Some(&first)
+        })
+        .await;
+        // Rewritten (as cert-manager renews): the new pair is served. File times can have a
+        // coarse resolution, so the rewrite waits until it shows.
+        let second = certs::issue("op", &ca.key_pem, &hosts, Duration::from_secs(60)).unwrap();
+        let before = std::fs::metadata(dir.join("tls.crt"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        loop {
+            write(&second);
+            if std::fs::metadata(dir.join("tls.crt"))
+                .unwrap()
+                .modified()
+                .unwrap()
+                != before
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        until("the renewed pair", || {
+            slot.current_pair().as_ref() == Some(&second)
+        })
+        .await;
+        stop.cancel();
+        task.await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
