@@ -1,3 +1,5 @@
+# Folds `perf script -F comm,tid,ip,sym` output (DWARF call graphs) by function, by crate, and by the
+# innermost named library on each stack; see bench/README.md, "Where the CPU goes".
 import re,sys,collections
 samples=[]; cur=None
 for line in open(sys.argv[1], errors='replace'):
