@@ -81,26 +81,44 @@ pub fn find(root: &Path, kind: &str) -> Result<Resource, Error> {
         .collect();
     files.sort();
     let mut known = Vec::new();
+    let mut found = None;
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(Error::io("read", &file))?;
+        // A served version `gen version` wrote converts through the hub: skip it when the
+        // hub is found too.
+        let spoke = text.contains("::hub().spoke::<");
         for attr in kube_attributes(&text) {
-            let Some(found) = string_value(attr.text, "kind") else {
+            let Some(name) = string_value(attr.text, "kind") else {
                 continue;
             };
-            if found != kind {
-                known.push(found);
+            if name != kind {
+                known.push(name);
                 continue;
             }
-            let module = file
-                .file_stem()
-                .and_then(|stem| stem.to_str())
-                .unwrap_or_default()
-                .to_owned();
-            return parse(&text, &attr, module, file.clone()).ok_or(Error::UnreadableSpec {
+            let better = match &found {
+                None => true,
+                Some((_, _, _, found_spoke)) => *found_spoke && !spoke,
+            };
+            if !better {
+                continue;
+            }
+            found = Some((text.clone(), attr.start, file.clone(), spoke));
+        }
+    }
+    if let Some((text, start, file, _)) = found {
+        let module = file
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let attrs = kube_attributes(&text);
+        let attr = attrs.iter().find(|attr| attr.start == start);
+        return attr
+            .and_then(|attr| parse(&text, attr, module, file.clone()))
+            .ok_or(Error::UnreadableSpec {
                 kind: kind.to_owned(),
                 file,
             });
-        }
     }
     known.sort();
     known.dedup();
@@ -339,6 +357,14 @@ pub struct WidgetStatus {}
         std::fs::write(dir.path().join("src/lib.rs"), "pub mod widget;\n").expect("write");
         let found = find(dir.path(), "Widget").expect("found");
         assert_eq!(found.module, "widget");
+        let spoke = WIDGET.replace("\"v1\"", "\"v1alpha1\"")
+            + "fn conversion() { Conversion::<hub::Widget>::hub().spoke::<Widget>() }";
+        std::fs::write(dir.path().join("src/a_widget_v1alpha1.rs"), spoke).expect("write");
+        let found = find(dir.path(), "Widget").expect("found");
+        assert_eq!(
+            (found.module.as_str(), found.version.as_str()),
+            ("widget", "v1")
+        );
         let err = find(dir.path(), "Gadget").expect_err("unknown");
         assert!(
             matches!(&err, Error::UnknownKind { known, .. } if known == &["Widget"]),
