@@ -14,7 +14,8 @@ pub enum Cargo {
     Bonny(Bonny),
 }
 
-/// Scaffold bonny-rs operators: new crates, new controllers, and their manifests.
+/// Scaffold bonny-rs operators: new crates, controllers, webhooks and served versions, and their
+/// manifests.
 #[derive(Debug, Args)]
 #[command(version, about)]
 pub struct Bonny {

@@ -207,6 +207,11 @@ pub fn webhook_values(operator: &str, kind: &str, resource: &Resource) -> Values
 
 /// The placeholders of the version template.
 pub fn version_values(operator: &str, kind: &str, version: &str, resource: &Resource) -> Values {
+    let defaults: String = resource
+        .fields
+        .iter()
+        .map(|field| format!("                {field}: Default::default(),\n"))
+        .collect();
     let moves = |from: &str| -> String {
         resource
             .fields
@@ -244,6 +249,7 @@ pub fn version_values(operator: &str, kind: &str, version: &str, resource: &Reso
                 ""
             },
         )
+        .with("spec_defaults", defaults)
         .with("to_hub", moves("object"))
         .with("from_hub", moves("object"))
 }
@@ -436,6 +442,7 @@ mod tests {
             "            spec: widget::WidgetSpec {\n                message: object.spec.message,\n                r#type: object.spec.r#type,\n            },\n        }",
             "versions = [crate::widget_v1alpha1::Widget, Widget], storage = \"v1\"",
             "[\"example.com/v1\", \"example.com/v1alpha1\"]",
+            "            WidgetSpec {\n                message: Default::default(),\n                r#type: Default::default(),\n            },",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }

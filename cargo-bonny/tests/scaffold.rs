@@ -392,6 +392,7 @@ fn the_scaffold_builds_and_its_test_passes_on_a_real_api_server() {
                 "gadget_webhook::tests::a_tier_change_is_allowed_with_a_warning",
                 "widget_v1alpha1::tests::both_versions_merge_into_one_crd_stored_as_v1",
                 "widget_v1alpha1::tests::the_conversion_knows_both_versions",
+                "widget_v1alpha1::tests::an_object_converts_to_v1_and_back_unchanged",
             ] {
                 assert!(
                     stdout.contains(&format!("test {test} ... ok")),
