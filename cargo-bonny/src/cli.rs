@@ -1,4 +1,5 @@
-//! The command line: `cargo bonny new | gen controller | manifests | dev | control-plane`.
+//! The command line: `cargo bonny new | gen controller|webhook|version | manifests | dev |
+//! control-plane`.
 
 use std::{ffi::OsString, path::PathBuf};
 
@@ -13,7 +14,8 @@ pub enum Cargo {
     Bonny(Bonny),
 }
 
-/// Scaffold bonny-rs operators: new crates, new controllers, and their manifests.
+/// Scaffold bonny-rs operators: new crates, controllers, webhooks and served versions, and their
+/// manifests.
 #[derive(Debug, Args)]
 #[command(version, about)]
 pub struct Bonny {
@@ -77,6 +79,41 @@ pub struct NewArgs {
 pub enum Gen {
     /// Add a resource and its controller as `src/<kind>.rs`, declared in src/lib.rs.
     Controller(ControllerArgs),
+    /// Add a validator and a defaulter of an existing resource, with their tests, as
+    /// `src/<kind>_webhook.rs`, declared in src/lib.rs; prints the line that registers them
+    /// with the operator.
+    Webhook(WebhookArgs),
+    /// Add another served version of an existing resource as `src/<kind>_<version>.rs`: its
+    /// type (a copy of the stored version's), the `From` impls to and from the stored (hub)
+    /// version and their conversion webhook, declared in src/lib.rs; prints the lines that
+    /// merge the versions into one CRD and serve the conversion.
+    Version(VersionArgs),
+}
+
+/// `cargo bonny gen webhook`.
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// The Kind of the resource, as its `#[kube(kind = "...")]` spells it, e.g. `Widget`.
+    pub kind: String,
+
+    /// The operator crate's Cargo.toml.
+    #[arg(long, value_name = "PATH", default_value = "Cargo.toml")]
+    pub manifest_path: PathBuf,
+}
+
+/// `cargo bonny gen version`.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// The Kind of the resource, as its `#[kube(kind = "...")]` spells it, e.g. `Widget`.
+    pub kind: String,
+
+    /// The new served version, e.g. `v1alpha1` or `v2`; the version already declared stays
+    /// the stored one.
+    pub version: String,
+
+    /// The operator crate's Cargo.toml.
+    #[arg(long, value_name = "PATH", default_value = "Cargo.toml")]
+    pub manifest_path: PathBuf,
 }
 
 /// `cargo bonny gen controller`.
@@ -202,5 +239,24 @@ mod tests {
         assert_eq!(args.kind, "Gadget");
         assert_eq!(args.manifest_path, PathBuf::from("Cargo.toml"));
         assert_eq!(args.group, "example.com");
+    }
+
+    #[test]
+    fn gen_webhook_and_gen_version_take_the_kind_and_the_version() {
+        let command = parse(&["cargo-bonny", "gen", "webhook", "Gadget"]);
+        let Ok(Command::Gen(Gen::Webhook(args))) = command else {
+            panic!("{command:?}");
+        };
+        assert_eq!(args.kind, "Gadget");
+        assert_eq!(args.manifest_path, PathBuf::from("Cargo.toml"));
+        let command = parse(&["cargo-bonny", "gen", "version", "Gadget", "v1alpha1"]);
+        let Ok(Command::Gen(Gen::Version(args))) = command else {
+            panic!("{command:?}");
+        };
+        assert_eq!(
+            (args.kind.as_str(), args.version.as_str()),
+            ("Gadget", "v1alpha1")
+        );
+        assert!(parse(&["cargo-bonny", "gen", "version", "Gadget"]).is_err());
     }
 }

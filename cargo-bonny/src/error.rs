@@ -52,8 +52,11 @@ pub enum Error {
     )]
     NotAPackage(PathBuf),
 
-    /// The library already declares the module `gen controller` would add.
-    #[error("{} already declares `mod {module}`; choose another Kind", lib.display())]
+    /// The library already declares the module `gen` would add.
+    #[error(
+        "{} already declares `mod {module}`; choose another Kind, or remove the declaration first",
+        lib.display()
+    )]
     ModuleDeclared {
         /// The library's root file.
         lib: PathBuf,
@@ -61,9 +64,66 @@ pub enum Error {
         module: String,
     },
 
-    /// `gen controller` would overwrite a file.
-    #[error("{} already exists; choose another Kind, or remove the file first", .0.display())]
+    /// `gen` would overwrite a file.
+    #[error(
+        "{} already exists, and cargo bonny does not overwrite files; remove it first, or choose \
+         another Kind (or version)",
+        .0.display()
+    )]
     FileExists(PathBuf),
+
+    /// No `#[kube(kind = "...")]` of this Kind in the crate's top-level modules.
+    #[error(
+        "no custom resource of Kind `{kind}` in {}/*.rs{}; add it first with \
+         `cargo bonny gen controller {kind}`, or name a Kind as its `#[kube(kind = \"...\")]` \
+         spells it",
+        src.display(),
+        if known.is_empty() { String::new() } else { format!(" (found: {})", known.join(", ")) }
+    )]
+    UnknownKind {
+        /// The Kind asked for.
+        kind: String,
+        /// The directory searched.
+        src: PathBuf,
+        /// The Kinds found there.
+        known: Vec<String>,
+    },
+
+    /// The Kind's `#[kube]` attribute is there but the struct under it could not be read.
+    #[error(
+        "{}: cannot read the spec struct under the `#[kube(kind = \"{kind}\")]` attribute; \
+         cargo bonny reads a `#[derive(...)]`, then `#[kube(..., version = \"...\")]`, then a \
+         struct with named fields",
+        file.display()
+    )]
+    UnreadableSpec {
+        /// The Kind.
+        kind: String,
+        /// The file declaring it.
+        file: PathBuf,
+    },
+
+    /// A version that is not a Kubernetes API version.
+    #[error(
+        "invalid version `{0}`: a Kubernetes API version is `v` and a number, optionally followed \
+         by `alpha` or `beta` and a number, e.g. `v2`, `v1beta1`, `v1alpha1`"
+    )]
+    BadVersion(String),
+
+    /// `gen version` was asked for the version the resource already has.
+    #[error(
+        "`{kind}` is already declared as {version} in {}; name the new served version, e.g. \
+         `v1alpha1`",
+        file.display()
+    )]
+    VersionExists {
+        /// The Kind.
+        kind: String,
+        /// Its version.
+        version: String,
+        /// The file declaring it.
+        file: PathBuf,
+    },
 
     /// `--bonny-path` does not point at the bonny-rs crate.
     #[error(

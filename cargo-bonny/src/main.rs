@@ -3,6 +3,9 @@
 //! - `cargo bonny new NAME` creates an operator crate whose code compiles and whose test passes
 //!   against a real API server;
 //! - `cargo bonny gen controller KIND` adds a resource and its controller to one;
+//! - `cargo bonny gen webhook KIND` adds a validator and a defaulter of a resource;
+//! - `cargo bonny gen version KIND VERSION` adds a served version of a resource, converted to
+//!   and from the stored one;
 //! - `cargo bonny manifests ARGS` prints the operator's deployment manifests;
 //! - `cargo bonny dev` runs the operator against a local control plane until Ctrl-C;
 //! - `cargo bonny control-plane` builds or finds that control plane's binaries and prints
@@ -20,6 +23,7 @@ mod manifests;
 mod names;
 mod new;
 mod render;
+mod source;
 
 use std::process::ExitCode;
 
@@ -43,6 +47,8 @@ fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::New(args) => new::new(&args),
         Command::Gen(Gen::Controller(args)) => generate::controller(&args),
+        Command::Gen(Gen::Webhook(args)) => generate::webhook(&args),
+        Command::Gen(Gen::Version(args)) => generate::version(&args),
         Command::Manifests(args) => manifests::manifests(&args),
         Command::Dev(args) => dev::dev(&args),
         Command::ControlPlane => control_plane::control_plane(),

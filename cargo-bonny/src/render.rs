@@ -37,6 +37,13 @@ pub const NEW_CRATE: &[Template] = &[
 /// A resource and its controller; written to `src/{{module}}.rs`.
 pub const RESOURCE: Template = template!("src/{{module}}.rs", "resource.rs.tmpl");
 
+/// A resource's validator and defaulter; written to `src/{{webhook_module}}.rs`.
+pub const WEBHOOK: Template = template!("src/{{webhook_module}}.rs", "webhook.rs.tmpl");
+
+/// Another served version of a resource and its conversion; written to
+/// `src/{{version_module}}.rs`.
+pub const VERSION: Template = template!("src/{{version_module}}.rs", "version.rs.tmpl");
+
 /// The values substituted for placeholders, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Values(Vec<(&'static str, String)>);
@@ -100,6 +107,20 @@ mod tests {
             .with("singular", "widget")
             .with("plural", "widgets")
             .with("group", "example.com")
+            .with("webhook_module", "widget_webhook")
+            .with("version_module", "widget_v1alpha1")
+            .with("version", "v1alpha1")
+            .with("hub_version", "v1")
+            .with("spec", "WidgetSpec")
+            .with("hub_spec", "WidgetSpec")
+            .with("spec_defaults", "")
+            .with("tier_label", "example.com/tier")
+            .with("declaration", "")
+            .with("imports", "")
+            .with("status_import", "")
+            .with("status_field", "")
+            .with("to_hub", "")
+            .with("from_hub", "")
             .with("bonny_dep", "\"0.1\"")
             .with(
                 "bonny_dev_dep",
@@ -133,7 +154,7 @@ mod tests {
     #[test]
     fn every_template_renders_completely() {
         let values = values();
-        for template in NEW_CRATE.iter().chain([&RESOURCE]) {
+        for template in NEW_CRATE.iter().chain([&RESOURCE, &WEBHOOK, &VERSION]) {
             let path = render(template.path, template.path, &values).expect("path");
             let text = render(template.path, template.text, &values).expect("text");
             assert!(!text.contains("{{") && !text.contains("}}"), "{path}");

@@ -207,6 +207,104 @@ fn gen_controller_outside_a_crate_says_where_it_looked() {
 }
 
 #[test]
+fn gen_webhook_and_gen_version_add_modules_and_refuse_what_they_cannot_do() {
+    let dir = temp_dir();
+    let root = scaffold(dir.path());
+    let output = cargo_bonny(&root, &["bonny", "gen", "webhook", "Widget"]);
+    assert_succeeds(&output);
+    for line in [
+        "Created src/widget_webhook.rs and declared `pub mod widget_webhook;` in src/lib.rs.",
+        "            .validate(widget_operator::widget_webhook::validate)",
+        "            .defaults(widget_operator::widget_webhook::default),",
+    ] {
+        assert!(stdout(&output).contains(line), "{}", stdout(&output));
+    }
+    let output = cargo_bonny(&root, &["bonny", "gen", "version", "Widget", "v1alpha1"]);
+    assert_succeeds(&output);
+    assert!(
+        stdout(&output)
+            .contains("versions = [crate::widget_v1alpha1::Widget, Widget], storage = \"v1\""),
+        "{}",
+        stdout(&output)
+    );
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).expect("lib");
+    assert!(
+        lib.contains("pub mod widget;\npub mod widget_webhook;\npub mod widget_v1alpha1;\n"),
+        "{lib}"
+    );
+    let version = std::fs::read_to_string(root.join("src/widget_v1alpha1.rs")).expect("version");
+    assert!(version.contains("version = \"v1alpha1\""), "{version}");
+
+    let output = cargo_bonny(&root, &["bonny", "gen", "webhook", "Widget"]);
+    assert_fails_with(
+        &output,
+        &["src/widget_webhook.rs already exists", "remove it first"],
+    );
+    let output = cargo_bonny(&root, &["bonny", "gen", "version", "Widget", "v1alpha1"]);
+    assert_fails_with(&output, &["src/widget_v1alpha1.rs already exists"]);
+    let output = cargo_bonny(&root, &["bonny", "gen", "webhook", "Gadget"]);
+    assert_fails_with(
+        &output,
+        &[
+            "no custom resource of Kind `Gadget`",
+            "(found: Widget)",
+            "`cargo bonny gen controller Gadget`",
+        ],
+    );
+    let output = cargo_bonny(&root, &["bonny", "gen", "webhook", "widget"]);
+    assert_fails_with(&output, &["PascalCase", "try `Widget`"]);
+    let output = cargo_bonny(&root, &["bonny", "gen", "version", "Widget", "v1"]);
+    assert_fails_with(
+        &output,
+        &["`Widget` is already declared as v1", "e.g. `v1alpha1`"],
+    );
+    let output = cargo_bonny(&root, &["bonny", "gen", "version", "Widget", "1.0"]);
+    assert_fails_with(&output, &["invalid version `1.0`", "`v1beta1`"]);
+
+    for file in ["src/widget.rs", "src/widget_v1alpha1.rs"] {
+        std::fs::write(root.join(file), "//! Gone.\n").expect("write");
+    }
+    let output = cargo_bonny(&root, &["bonny", "gen", "webhook", "Widget"]);
+    assert_fails_with(
+        &output,
+        &[
+            "no custom resource of Kind `Widget`",
+            "gen controller Widget",
+        ],
+    );
+}
+
+#[test]
+fn gen_webhook_outside_an_operator_crate_says_what_is_missing() {
+    let dir = temp_dir();
+    let looked = dir.path().join("Cargo.toml");
+    for args in [
+        &["bonny", "gen", "webhook", "Gadget"][..],
+        &["bonny", "gen", "version", "Gadget", "v2"],
+    ] {
+        let output = cargo_bonny(dir.path(), args);
+        assert_fails_with(&output, &[&looked.display().to_string(), "--manifest-path"]);
+    }
+    std::fs::write(&looked, "[workspace]\nmembers = []\n").expect("write");
+    let output = cargo_bonny(dir.path(), &["bonny", "gen", "webhook", "Gadget"]);
+    assert_fails_with(&output, &["has no [package] name", "--manifest-path"]);
+    std::fs::write(&looked, "[package]\nname = \"plain\"\n").expect("write");
+    let output = cargo_bonny(dir.path(), &["bonny", "gen", "webhook", "Gadget"]);
+    assert_fails_with(&output, &["needs a src/lib.rs"]);
+    std::fs::create_dir(dir.path().join("src")).expect("mkdir");
+    std::fs::write(dir.path().join("src/lib.rs"), "pub fn f() {}\n").expect("write");
+    let output = cargo_bonny(dir.path(), &["bonny", "gen", "version", "Gadget", "v2"]);
+    assert_fails_with(
+        &output,
+        &["no custom resource of Kind `Gadget`", "gen controller"],
+    );
+    let leftovers = std::fs::read_dir(dir.path().join("src"))
+        .expect("read")
+        .count();
+    assert_eq!(leftovers, 1, "nothing is written on an error");
+}
+
+#[test]
 fn every_command_has_help_and_usage_errors_do_not_panic() {
     let dir = temp_dir();
     for args in [
@@ -214,6 +312,8 @@ fn every_command_has_help_and_usage_errors_do_not_panic() {
         &["bonny", "new", "--help"],
         &["bonny", "gen", "--help"],
         &["bonny", "gen", "controller", "--help"],
+        &["bonny", "gen", "webhook", "--help"],
+        &["bonny", "gen", "version", "--help"],
         &["bonny", "manifests", "--help"],
         &["bonny", "dev", "--help"],
         &["bonny", "control-plane", "--help"],
@@ -257,6 +357,7 @@ fn the_scaffold_builds_and_its_test_passes_on_a_real_api_server() {
     let root = scaffold(dir.path());
     let output = cargo_bonny(&root, &["bonny", "gen", "controller", "Gadget"]);
     assert_succeeds(&output);
+    register_webhooks_and_a_version(&root);
     // The workspace's lock file pins the versions bonny-rs is tested with, and spares a
     // resolution against the registry.
     std::fs::copy(
@@ -283,6 +384,22 @@ fn the_scaffold_builds_and_its_test_passes_on_a_real_api_server() {
             !stderr.contains("warning: `widget-operator`"),
             "the generated code has warnings:\n{stderr}"
         );
+        if what == "cargo test" {
+            let stdout = stdout(&output);
+            for test in [
+                "widget_webhook::tests::an_unknown_tier_is_refused_with_the_tiers",
+                "widget_webhook::tests::a_missing_tier_is_defaulted_and_a_set_one_kept",
+                "gadget_webhook::tests::a_tier_change_is_allowed_with_a_warning",
+                "widget_v1alpha1::tests::both_versions_merge_into_one_crd_stored_as_v1",
+                "widget_v1alpha1::tests::the_conversion_knows_both_versions",
+                "widget_v1alpha1::tests::an_object_converts_to_v1_and_back_unchanged",
+            ] {
+                assert!(
+                    stdout.contains(&format!("test {test} ... ok")),
+                    "{test}:\n{stdout}"
+                );
+            }
+        }
     }
     eprintln!("scaffold build + test: {:.1?}", started.elapsed());
 
@@ -303,7 +420,64 @@ fn the_scaffold_builds_and_its_test_passes_on_a_real_api_server() {
         "kind: ClusterRole",
         "- configmaps",
         "image: registry.example.com/widget-operator:1",
+        "kind: ValidatingWebhookConfiguration",
+        "kind: MutatingWebhookConfiguration",
+        "path: /validate/example.com/v1/gadgets",
+        "path: /mutate/example.com/v1/widgets",
+        "strategy: Webhook",
+        "path: /convert/example.com/widgets",
+        "- name: v1alpha1",
     ] {
         assert!(yaml.contains(expected), "{expected:?} missing from\n{yaml}");
     }
+}
+
+/// `gen webhook` for both resources and `gen version Widget v1alpha1`, then the lines they print
+/// added where they say: the webhooks on the operator in src/main.rs, both versions on the
+/// Widget controller.
+fn register_webhooks_and_a_version(root: &Path) {
+    let mut printed = String::new();
+    for args in [
+        &["bonny", "gen", "webhook", "Widget"][..],
+        &["bonny", "gen", "webhook", "Gadget"],
+        &["bonny", "gen", "version", "Widget", "v1alpha1"],
+    ] {
+        let output = cargo_bonny(root, args);
+        assert_succeeds(&output);
+        printed.push_str(&stdout(&output));
+    }
+    let registration = [
+        ".validate(widget_operator::widget_webhook::validate)",
+        ".defaults(widget_operator::widget_webhook::default)",
+        ".validate(widget_operator::gadget_webhook::validate)",
+        ".defaults(widget_operator::gadget_webhook::default)",
+        ".convert(widget_operator::widget_v1alpha1::conversion())",
+    ];
+    let versions = "versions = [crate::widget_v1alpha1::Widget, Widget], storage = \"v1\"";
+    for line in registration.iter().chain([&versions]) {
+        assert!(printed.contains(line), "{line:?} not printed:\n{printed}");
+    }
+    let edit = |file: &str, from: &str, to: &str| {
+        let path = root.join(file);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains(from), "{from:?} not in {file}:\n{text}");
+        std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
+    };
+    let controller = "        .controller(WidgetController)\n";
+    edit(
+        "src/main.rs",
+        controller,
+        &format!(
+            "{controller}        .webhooks(\n            bonny::webhook::Webhooks::new()\n{}        )\n",
+            registration
+                .iter()
+                .map(|call| format!("                {call}\n"))
+                .collect::<String>()
+        ),
+    );
+    edit(
+        "src/widget.rs",
+        "resource = Widget,",
+        &format!("resource = Widget, {versions},"),
+    );
 }
