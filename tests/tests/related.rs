@@ -183,7 +183,10 @@ async fn settled(reconciles: &Reconciles) -> HashMap<String, usize> {
         if now == seen {
             return now;
         }
-        assert!(Instant::now() < deadline, "reconciles never settled: {now:?}");
+        assert!(
+            Instant::now() < deadline,
+            "reconciles never settled: {now:?}"
+        );
         seen = now;
     }
 }

@@ -13,33 +13,28 @@
 use std::{process::ExitCode, time::Duration};
 
 use bonny::Operator;
-use bonny_e2e::widget::{AdoptingWidgetController, WidgetController};
+use bonny_e2e::{
+    replica::{self, Failure},
+    widget::{AdoptingWidgetController, WidgetController},
+};
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    bonny::operator::init_logging();
-    // Die with the test that started us, even if it is killed before it can kill us.
-    if let Err(error) =
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-    {
-        eprintln!("cache-operator: warning: cannot set the parent-death signal: {error}");
-    }
+const BIN: &str = "cache-operator";
+
+fn main() -> ExitCode {
+    replica::main(BIN, run())
+}
+
+async fn run() -> Result<(), Failure> {
     let builder = Operator::builder().name("cache-e2e");
     let builder = if std::env::var("ADOPT").is_ok_and(|value| value == "1") {
         builder.controller(AdoptingWidgetController::default())
     } else {
         builder.controller(WidgetController::default())
     };
-    let result = builder
+    builder
         .leader_election(true)
         .shutdown_timeout(Duration::from_millis(500))
         .run()
-        .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("cache-operator: error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+        .await
+        .map_err(Failure::operator)
 }
