@@ -2,11 +2,13 @@
 //! webhook server on loopback (URL client configuration, the CA bundle the operator injects).
 //! An invalid object is refused with the author's message, a warning reaches `kubectl`, a
 //! defaulted field is set on create, a panic is a refusal and not a crash, the operator's own
-//! namespace is never blocked, the failure policy decides when the operator is down, and a
-//! certificate rotation under continuous writes fails no request.
+//! namespace is never blocked, the failure policy decides when the operator is down, a
+//! certificate rotation under continuous writes fails no request, and neither does the crash of
+//! the leader of two replicas.
 #![allow(clippy::unwrap_used)]
 
 use std::{
+    collections::BTreeMap,
     process::Stdio,
     sync::{
         Arc,
@@ -17,6 +19,7 @@ use std::{
 
 use bonny::{
     Operator,
+    leader::{LeaderElection, default_lease_name},
     manifest::{Options, WebhookManifests},
     observe::Metrics,
     prelude::*,
@@ -26,6 +29,7 @@ use bonny::{
 use bonny_e2e::{eventually, init_tracing};
 use k8s_openapi::api::{
     admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration},
+    coordination::v1::Lease,
     core::v1::Secret,
 };
 use kube::{
@@ -36,6 +40,7 @@ use kube::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -693,3 +698,338 @@ async fn the_generated_webhook_manifests_apply_on_the_api_server() {
 }
 
 const DEFAULT_PORT_FOR_MANIFESTS: u16 = bonny::webhook::DEFAULT_PORT;
+
+/// A stand-in for the Service in front of the replicas: each accepted connection goes to the
+/// first upstream that accepts one, its bytes (TLS included) passed through untouched.
+struct Forwarder {
+    /// Every connection piped so far: the upstream port, and the task that pipes it.
+    pipes: Arc<std::sync::Mutex<Vec<(u16, tokio::task::AbortHandle)>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Forwarder {
+    fn start(listener: TcpListener, upstreams: Vec<u16>) -> Self {
+        let pipes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let pipes = pipes.clone();
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let mut chosen = None;
+                    for &port in &upstreams {
+                        if let Ok(upstream) = TcpStream::connect(("127.0.0.1", port)).await {
+                            chosen = Some((port, upstream));
+                            break;
+                        }
+                    }
+                    // No upstream: dropping the connection refuses it.
+                    let Some((port, mut upstream)) = chosen else {
+                        continue;
+                    };
+                    let pipe = tokio::spawn(async move {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream).await;
+                    });
+                    pipes.lock().unwrap().push((port, pipe.abort_handle()));
+                }
+            }
+        });
+        Self { pipes, accept }
+    }
+
+    /// Close every open connection to `port`, as the death of the process behind it does;
+    /// returns how many were open.
+    fn cut(&self, port: u16) -> usize {
+        let mut cut = 0;
+        self.pipes.lock().unwrap().retain(|(to, pipe)| {
+            if *to != port {
+                return true;
+            }
+            if !pipe.is_finished() {
+                cut += 1;
+            }
+            pipe.abort();
+            false
+        });
+        cut
+    }
+
+    /// How many connections went to each upstream so far.
+    fn routed(&self) -> BTreeMap<u16, usize> {
+        let mut routed = BTreeMap::new();
+        for (port, _) in self.pipes.lock().unwrap().iter() {
+            *routed.entry(*port).or_default() += 1;
+        }
+        routed
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for (_, pipe) in self.pipes.lock().unwrap().iter() {
+            pipe.abort();
+        }
+    }
+}
+
+/// A replica with leader election on short timings (3 s lease, 2 s renew deadline, 500 ms
+/// retry period), serving `webhooks`.
+fn replica(client: Client, webhooks: Webhooks, metrics: Metrics, identity: &str) -> Running {
+    let operator = Operator::builder()
+        .name(OPERATOR)
+        .client(client)
+        .without_http()
+        .metrics(metrics)
+        .controller(ThingController)
+        .webhooks(webhooks)
+        .leader_election_with(
+            LeaderElection::new()
+                .identity(identity)
+                .lease_duration(Duration::from_secs(3))
+                .renew_deadline(Duration::from_secs(2))
+                .retry_period(Duration::from_millis(500)),
+        )
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(operator.run_until(stop.clone()));
+    Running { stop, task }
+}
+
+/// The sum of `controller_runtime_webhook_requests_total` over every webhook and code.
+fn reviews_answered(metrics: &Metrics) -> u64 {
+    metrics
+        .encode()
+        .lines()
+        .filter(|line| line.starts_with("controller_runtime_webhook_requests_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+const DENIAL: &str = "denied the request: spec.size must be at least 1";
+
+/// What the failover writer saw in one phase.
+#[derive(Default)]
+struct Tally {
+    admitted: usize,
+    refused: usize,
+    /// Admissible writes that failed.
+    failed: Vec<String>,
+    /// Inadmissible writes admitted, or refused without the author's message.
+    misjudged: Vec<String>,
+}
+
+impl Tally {
+    fn writes(&self) -> usize {
+        self.admitted + self.refused + self.failed.len() + self.misjudged.len()
+    }
+}
+
+/// Write number `i`: every tenth is inadmissible (size 0; alternately a create and an update
+/// of the last thing created), the others alternate updates of the last thing created (odd)
+/// and creates (even).
+async fn write(things: &Api<Thing>, i: u32, last: &mut String, tally: &mut Tally) {
+    let admissible = !i.is_multiple_of(10);
+    let size = if admissible { 1 + i % 9 } else { 0 };
+    let (what, result) = if i % 2 == 1 || i % 20 == 10 {
+        let patch = Patch::Merge(json!({"spec": {"size": size}}));
+        let result = things.patch(last, &PatchParams::default(), &patch).await;
+        ("update", result)
+    } else {
+        let name = format!("f-{i}");
+        let result = things
+            .create(&PostParams::default(), &thing(&name, size))
+            .await;
+        if result.is_ok() {
+            *last = name;
+        }
+        ("create", result)
+    };
+    match (admissible, result) {
+        (true, Ok(_)) => tally.admitted += 1,
+        (true, Err(err)) => tally.failed.push(format!("#{i} {what}: {err}")),
+        (false, Err(kube::Error::Api(status))) if status.message.contains(DENIAL) => {
+            tally.refused += 1;
+        }
+        (false, Ok(_)) => tally
+            .misjudged
+            .push(format!("#{i} {what} of size 0 admitted")),
+        (false, Err(err)) => tally
+            .misjudged
+            .push(format!("#{i} {what} of size 0 refused otherwise: {err}")),
+    }
+}
+
+#[tokio::test]
+async fn leader_failover_does_not_interrupt_admission() {
+    init_tracing();
+    // The API server calls the forwarder (the Service); the forwarder calls the replicas.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service_port = listener.local_addr().unwrap().port();
+    let env = setup(&webhooks(service_port)).await;
+    let client = env.client();
+    let ports = [free_port(), free_port()];
+    let identities = ["replica-a", "replica-b"];
+    let metrics = [Metrics::new(), Metrics::new()];
+    // Both replicas start at once, as a Deployment's pods do: one creates the Secret, the
+    // other reads it.
+    let mut replicas: Vec<Option<Running>> = (0..2)
+        .map(|i| {
+            Some(replica(
+                client.clone(),
+                webhooks(ports[i]),
+                metrics[i].clone(),
+                identities[i],
+            ))
+        })
+        .collect();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), OWN);
+    let lease_name = default_lease_name(OWN, OPERATOR);
+    let holder = || async {
+        leases
+            .get_opt(&lease_name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|lease| lease.spec?.holder_identity)
+    };
+    let first_holder = eventually("a replica to take the Lease", WAIT, holder).await;
+    let leader = identities
+        .iter()
+        .position(|identity| *identity == first_holder)
+        .unwrap_or_else(|| panic!("the Lease is held by {first_holder}, not a replica"));
+    let standby = 1 - leader;
+    // The Service sends every connection to the leader while it is up (the worst case: its
+    // crash cuts the API server's open connections), else to the standby.
+    let forwarder = Forwarder::start(listener, vec![ports[leader], ports[standby]]);
+    wait_admitting(&client, "first").await;
+
+    // The standby serves too, a certificate the shared Secret's CA signed.
+    let secret = Api::<Secret>::namespaced(client.clone(), OWN)
+        .get(&bonny::webhook::secret_name(OPERATOR))
+        .await
+        .unwrap();
+    let bundle = secret.data.unwrap()["ca-bundle.crt"].clone();
+    let answer = eventually("the standby to answer a review", WAIT, || {
+        let bundle = bundle.clone();
+        async move { review_on(ports[standby], bundle).await.ok() }
+    })
+    .await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    assert_eq!(
+        answer["response"]["status"]["message"],
+        "spec.size must be at least 1"
+    );
+
+    let things: Api<Thing> = Api::namespaced(client.clone(), APPS);
+    let mut last = "first".to_owned();
+    let mut i = 0u32;
+    // Writes for a while with both replicas up.
+    let mut before = Tally::default();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) || before.refused == 0 {
+        i += 1;
+        write(&things, i, &mut last, &mut before).await;
+    }
+    let leader_answered = reviews_answered(&metrics[leader]);
+    let standby_before = reviews_answered(&metrics[standby]);
+
+    // The leader crashes between two writes (a review in flight at that instant would be lost
+    // with its connection whatever the leadership; that is the failure policy's matter): its
+    // task is aborted, so it neither drains nor releases the Lease, and its sockets close.
+    let crashed = replicas[leader].take().unwrap();
+    crashed.task.abort();
+    let joined = crashed.task.await;
+    assert!(joined.is_err_and(|err| err.is_cancelled()));
+    eventually("the crashed replica's port to close", WAIT, || async {
+        TcpStream::connect(("127.0.0.1", ports[leader]))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    let cut = forwarder.cut(ports[leader]);
+    let crashed_at = Instant::now();
+    let routed_before = forwarder.routed();
+
+    // Writes on until the standby holds the Lease, and for 3 s after.
+    let mut after = Tally::default();
+    let mut took_over = None;
+    loop {
+        let elapsed = crashed_at.elapsed();
+        match took_over {
+            Some(at) if elapsed > at + Duration::from_secs(3) && after.refused > 0 => break,
+            Some(_) => {}
+            None => {
+                assert!(
+                    elapsed < WAIT,
+                    "{} did not take the Lease within {WAIT:?} of the crash",
+                    identities[standby]
+                );
+                if holder().await.as_deref() == Some(identities[standby]) {
+                    took_over = Some(elapsed);
+                }
+            }
+        }
+        i += 1;
+        write(&things, i, &mut last, &mut after).await;
+    }
+    let took_over = took_over.unwrap();
+    let standby_after = reviews_answered(&metrics[standby]);
+    let routed_after = forwarder.routed();
+    let survivor_connections = routed_after.get(&ports[standby]).copied().unwrap_or(0)
+        - routed_before.get(&ports[standby]).copied().unwrap_or(0);
+
+    println!(
+        "failover: before the crash {} writes ({} admitted, {} refused) through {} ({leader_answered} reviews); \
+         the crash cut {cut} open connection(s); {} took the Lease {took_over:?} after it; \
+         after the crash {} writes ({} admitted, {} refused) through {} on {survivor_connections} new connection(s) \
+         ({} reviews, {standby_before} before the crash); failed admissible: {} before, {} after; \
+         inadmissible not refused with the author's message: {} before, {} after",
+        before.writes(),
+        before.admitted,
+        before.refused,
+        identities[leader],
+        identities[standby],
+        after.writes(),
+        after.admitted,
+        after.refused,
+        identities[standby],
+        standby_after - standby_before,
+        before.failed.len(),
+        after.failed.len(),
+        before.misjudged.len(),
+        after.misjudged.len(),
+    );
+    assert!(
+        before.failed.is_empty() && after.failed.is_empty(),
+        "admissible writes failed: {:?} {:?}",
+        before.failed,
+        after.failed
+    );
+    assert!(
+        before.misjudged.is_empty() && after.misjudged.is_empty(),
+        "inadmissible writes misjudged: {:?} {:?}",
+        before.misjudged,
+        after.misjudged
+    );
+    assert!(
+        leader_answered >= before.writes() as u64,
+        "the leader answered the reviews before its crash"
+    );
+    assert!(standby_before >= 1, "the standby answered before the crash");
+    assert!(
+        standby_after - standby_before >= after.writes() as u64,
+        "the survivor answered every write's reviews after the crash"
+    );
+    assert!(cut >= 1, "the crash cut the API server's open connections");
+    assert!(
+        survivor_connections >= 1,
+        "the API server reconnected, to the survivor"
+    );
+    assert_eq!(
+        holder().await.as_deref(),
+        Some(identities[standby]),
+        "the standby leads"
+    );
+    replicas[standby].take().unwrap().stop().await;
+}
