@@ -933,9 +933,10 @@ async fn leader_failover_does_not_interrupt_admission() {
     let leader_answered = reviews_answered(&metrics[leader]);
     let standby_before = reviews_answered(&metrics[standby]);
 
-    // The leader crashes between two writes (a review in flight at that instant would be lost
-    // with its connection whatever the leadership; that is the failure policy's matter): its
-    // task is aborted, so it neither drains nor releases the Lease, and its sockets close.
+    // The leader crashes between two writes: a review in flight at that instant dies with its
+    // connection whatever the leadership (the API server does not retry the call; the write
+    // fails per the failure policy). Its task is aborted, so it neither drains nor releases
+    // the Lease; its listener closes, and the connections it served are cut.
     let crashed = replicas[leader].take().unwrap();
     crashed.task.abort();
     let joined = crashed.task.await;
