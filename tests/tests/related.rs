@@ -9,10 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bonny::{Operator, observe::Metrics, testing::TestEnv};
+use bonny::testing::TestEnv;
 use bonny_e2e::{
     copier::{Copier, CopierController, Reconciles, UnwatchedCopierController, copier},
-    eventually, init_tracing,
+    eventually,
+    in_process::InProcess,
+    init_tracing,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
@@ -20,62 +22,23 @@ use kube::{
     api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// How soon a related change must have reconciled its primaries.
 const PROMPT: Duration = Duration::from_secs(1);
 
-struct Running {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), bonny::Error>>,
-    metrics: Metrics,
+/// The copier operator in this process, watching `namespace`.
+fn start(
+    client: Client,
+    namespace: &str,
+    controller: impl bonny::controller::Controller,
+) -> InProcess {
+    InProcess::start(InProcess::builder("copier-e2e", client, namespace).controller(controller))
 }
 
-impl Running {
-    fn start(
-        client: Client,
-        namespace: &str,
-        controller: impl bonny::controller::Controller,
-    ) -> Self {
-        let metrics = Metrics::new();
-        let operator = Operator::builder()
-            .name("copier-e2e")
-            .client(client)
-            .watch_namespace(namespace)
-            .without_http()
-            .shutdown_timeout(Duration::from_secs(5))
-            .metrics(metrics.clone())
-            .controller(controller)
-            .build()
-            .unwrap();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(operator.run_until(stop.clone()));
-        Self {
-            stop,
-            task,
-            metrics,
-        }
-    }
-
-    /// `controller_runtime_reconcile_total`, summed over results.
-    fn reconciles(&self) -> u64 {
-        self.metrics
-            .encode()
-            .lines()
-            .filter(|line| line.starts_with("controller_runtime_reconcile_total{"))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
+/// `controller_runtime_reconcile_total`, summed over results.
+fn reconciles_of(running: &InProcess) -> u64 {
+    running.sum("controller_runtime_reconcile_total")
 }
 
 fn source(name: &str, value: &str) -> ConfigMap {
@@ -203,7 +166,7 @@ async fn a_related_change_reconciles_exactly_the_primaries_that_name_it_without_
     let (maps, secrets, copiers) = setup(&env, "related").await;
     let controller = CopierController::default();
     let reconciles = controller.reconciles.clone();
-    let running = Running::start(env.client(), "related", controller);
+    let running = start(env.client(), "related", controller);
     for name in ["c1", "c2", "c3"] {
         eventually("the first copy", WAIT, || async {
             (copied(&copiers, name).await.as_deref() == Some("1")).then_some(())
@@ -304,7 +267,7 @@ async fn a_related_change_reconciles_exactly_the_primaries_that_name_it_without_
 
     // A filtered event (labels only, generation unchanged) costs no reconcile; a spec change
     // after it does reconcile, so the filter is not simply dropping everything.
-    let (before, total_before) = (reconciles.all(), running.reconciles());
+    let (before, total_before) = (reconciles.all(), reconciles_of(&running));
     copiers
         .patch(
             "c3",
@@ -326,7 +289,7 @@ async fn a_related_change_reconciles_exactly_the_primaries_that_name_it_without_
     })
     .await;
     let c3 = reconciles.of("c3") - of(&before, "c3");
-    let total = running.reconciles() - total_before;
+    let total = reconciles_of(&running) - total_before;
     assert_eq!(
         (c3, total),
         (1, 1),
@@ -344,7 +307,7 @@ async fn without_the_watch_a_related_change_goes_unnoticed() {
     let (maps, _secrets, copiers) = setup(&env, "unwatched").await;
     let controller = UnwatchedCopierController::default();
     let reconciles = controller.reconciles.clone();
-    let running = Running::start(env.client(), "unwatched", controller);
+    let running = start(env.client(), "unwatched", controller);
     for name in ["c1", "c2"] {
         eventually("the first copy", WAIT, || async {
             (copied(&copiers, name).await.as_deref() == Some("1")).then_some(())
