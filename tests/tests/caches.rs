@@ -13,9 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bonny::{Operator, observe::Metrics, prelude::*, testing::TestEnv};
+use bonny::{prelude::*, testing::TestEnv};
 use bonny_e2e::{
-    eventually, init_tracing,
+    eventually,
+    in_process::InProcess,
+    init_tracing,
     widget::{Gadget, GadgetSpec, Widget, WidgetController, widget},
 };
 use futures::{StreamExt, TryStreamExt};
@@ -28,7 +30,6 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     process::{Child, Command},
 };
-use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -311,20 +312,11 @@ async fn two_controllers_owning_configmaps_share_one_watch() {
     let client = env.client();
     let namespace = "shared";
     env.create_namespace(namespace).await.unwrap();
-    let metrics = Metrics::new();
-    let operator = Operator::builder()
-        .name("shared-e2e")
-        .client(client.clone())
-        .watch_namespace(namespace)
-        .without_http()
-        .shutdown_timeout(Duration::from_secs(5))
-        .metrics(metrics.clone())
-        .controller(WidgetController::default())
-        .controller(GadgetOwner)
-        .build()
-        .unwrap();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(operator.run_until(stop.clone()));
+    let running = InProcess::start(
+        InProcess::builder("shared-e2e", client.clone(), namespace)
+            .controller(WidgetController::default())
+            .controller(GadgetOwner),
+    );
 
     create_widgets(&client, namespace, 2).await;
     let gadgets: Api<Gadget> = Api::namespaced(client.clone(), namespace);
@@ -363,16 +355,12 @@ async fn two_controllers_owning_configmaps_share_one_watch() {
         "the shared cache to hold the three children",
         WAIT,
         || async {
-            (sample(&metrics.encode(), "bonny_cache_objects", &cache) == Some(3.0)).then_some(())
+            (sample(&running.metrics().encode(), "bonny_cache_objects", &cache) == Some(3.0))
+                .then_some(())
         },
     )
     .await;
-    stop.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    running.stop().await;
 
     // The audit log records a watch once it ended: every ConfigMap watch the operator opened.
     let watches: Vec<String> = env

@@ -11,12 +11,11 @@ use std::{
 };
 
 use bonny::{
-    Operator,
     controller::DESCENDANT_LABEL,
     prelude::*,
     testing::{RequestCounts, TestEnv},
 };
-use bonny_e2e::{eventually, init_tracing};
+use bonny_e2e::{eventually, in_process::InProcess, init_tracing};
 use k8s_openapi::{api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::OwnerReference};
 use kube::{
     Api, CustomResource, CustomResourceExt, Resource, ResourceExt,
@@ -24,7 +23,6 @@ use kube::{
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
 const NS: &str = "prune";
@@ -115,17 +113,9 @@ async fn pruning_deletes_exactly_the_stale_descendants() {
     env.create_namespace(NS).await.unwrap();
     let client = env.client();
     let controller = ShelfController::default();
-    let operator = Operator::builder()
-        .name("prune-e2e")
-        .client(client.clone())
-        .watch_namespace(NS)
-        .without_http()
-        .shutdown_timeout(Duration::from_secs(5))
-        .controller(controller.clone())
-        .build()
-        .unwrap();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(operator.run_until(stop.clone()));
+    let running = InProcess::start(
+        InProcess::builder("prune-e2e", client.clone(), NS).controller(controller.clone()),
+    );
 
     let shelves: Api<Shelf> = Api::namespaced(client.clone(), NS);
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
@@ -229,10 +219,5 @@ async fn pruning_deletes_exactly_the_stale_descendants() {
     );
     eprintln!("a no-op reconcile of a pruning controller: 0 requests to configmaps");
 
-    stop.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    running.stop().await;
 }
