@@ -8,6 +8,7 @@
 //! on every publish.
 
 use std::{
+    hash::{BuildHasher, Hash, Hasher, RandomState},
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -37,50 +38,51 @@ pub(crate) const SERIES_WINDOW: Duration = Duration::from_secs(6 * 60);
 /// new Event object).
 const MAX_SERIES: usize = 4096;
 
-/// What makes two events the same, for a series.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct SeriesKey {
-    warning: bool,
-    action: String,
-    reason: String,
-    note: Option<String>,
-    regarding: ObjectKey,
-    related: Option<ObjectKey>,
+/// What makes two events the same, for a series: the object, type, action, reason, note and
+/// related object, as a 128-bit fingerprint (two independently keyed hashes). The memory of
+/// thousands of series then holds 16 bytes per key and per expiry record instead of a dozen
+/// strings each; two different events share a fingerprint with a chance of about 2^-128 per
+/// pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SeriesKey(u128);
+
+/// The keyed hashers of one publisher's fingerprints (in memory only: never persisted).
+#[derive(Clone, Default)]
+struct Fingerprints {
+    high: RandomState,
+    low: RandomState,
 }
 
-/// The identity of an object an event is about.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct ObjectKey {
-    api_version: Option<String>,
-    kind: Option<String>,
-    namespace: Option<String>,
-    name: Option<String>,
-    uid: Option<String>,
-}
-
-impl From<&ObjectReference> for ObjectKey {
-    fn from(reference: &ObjectReference) -> Self {
-        Self {
-            api_version: reference.api_version.clone(),
-            kind: reference.kind.clone(),
-            namespace: reference.namespace.clone(),
-            name: reference.name.clone(),
-            uid: reference.uid.clone(),
-        }
+impl Fingerprints {
+    fn key(&self, event: &Event, regarding: &ObjectReference) -> SeriesKey {
+        let mut high = self.high.build_hasher();
+        hash_event(event, regarding, &mut high);
+        let mut low = self.low.build_hasher();
+        hash_event(event, regarding, &mut low);
+        SeriesKey((u128::from(high.finish()) << 64) | u128::from(low.finish()))
     }
 }
 
-impl SeriesKey {
-    fn new(event: &Event, regarding: &ObjectReference) -> Self {
-        Self {
-            warning: event.type_ == EventType::Warning,
-            action: event.action.clone(),
-            reason: event.reason.clone(),
-            note: event.note.clone(),
-            regarding: regarding.into(),
-            related: event.secondary.as_ref().map(ObjectKey::from),
-        }
+/// Feeds what makes two events the same.
+fn hash_event(event: &Event, regarding: &ObjectReference, hasher: &mut impl Hasher) {
+    (event.type_ == EventType::Warning).hash(hasher);
+    event.action.hash(hasher);
+    event.reason.hash(hasher);
+    event.note.hash(hasher);
+    hash_object(regarding, hasher);
+    event.secondary.is_some().hash(hasher);
+    if let Some(related) = &event.secondary {
+        hash_object(related, hasher);
     }
+}
+
+/// Feeds the identity of an object an event is about.
+fn hash_object(reference: &ObjectReference, hasher: &mut impl Hasher) {
+    reference.api_version.hash(hasher);
+    reference.kind.hash(hasher);
+    reference.namespace.hash(hasher);
+    reference.name.hash(hasher);
+    reference.uid.hash(hasher);
 }
 
 /// An Event object published, and how many times it happened.
@@ -98,6 +100,7 @@ pub(crate) struct Publisher {
     client: Client,
     reporter: Reporter,
     series: Arc<Mutex<Expiring<SeriesKey, Published>>>,
+    fingerprints: Fingerprints,
 }
 
 impl Publisher {
@@ -106,6 +109,7 @@ impl Publisher {
             client,
             reporter,
             series: Arc::new(Mutex::new(Expiring::new(SERIES_WINDOW, MAX_SERIES))),
+            fingerprints: Fingerprints::default(),
         }
     }
 
@@ -119,7 +123,7 @@ impl Publisher {
         event: &Event,
         regarding: &ObjectReference,
     ) -> Result<(), kube::Error> {
-        let key = SeriesKey::new(event, regarding);
+        let key = self.fingerprints.key(event, regarding);
         let now = Instant::now();
         let earlier = {
             let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);

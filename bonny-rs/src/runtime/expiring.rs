@@ -54,6 +54,18 @@ impl<Key: Hash + Eq + Clone, Value> Expiring<Key, Value> {
         while self.order.len() > self.capacity {
             self.drop_oldest();
         }
+        // Records of entries replaced or removed since wait for their expiry; once they are
+        // most of the queue they go at once (each record is looked at once more: O(1)
+        // amortised), so a map whose entries live briefly stays small.
+        if self.order.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.order.retain(|(_, sequence, key)| {
+                entries
+                    .get(key)
+                    .is_some_and(|(current, _)| current == sequence)
+            });
+            self.order.shrink_to(2 * self.order.len() + 64);
+        }
     }
 
     /// Drops the oldest insert record, and its entry if no later insert replaced it.
@@ -76,7 +88,13 @@ impl<Key: Hash + Eq + Clone, Value> Expiring<Key, Value> {
     where
         Key: Borrow<Q>,
     {
-        self.entries.remove(key).map(|(_, value)| value)
+        let removed = self.entries.remove(key).map(|(_, value)| value);
+        // A map emptied after a burst gives its room back (halving at most once per
+        // quarter of its capacity removed: O(1) amortised).
+        if self.entries.capacity() > 4 * self.entries.len() + 64 {
+            self.entries.shrink_to(2 * self.entries.len() + 64);
+        }
+        removed
     }
 
     pub(crate) fn contains<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
@@ -116,6 +134,28 @@ mod tests {
         memory.expire(start + TTL);
         assert!(memory.contains(&1) && memory.contains(&2));
         memory.expire(start + TTL / 2 + TTL);
+        assert_eq!((memory.len(), memory.records()), (0, 0));
+    }
+
+    #[test]
+    fn records_of_entries_gone_do_not_pile_up() {
+        let mut memory = Expiring::<u32, ()>::new(TTL, 1 << 20);
+        let start = Instant::now();
+        // A burst: many entries, each removed soon after, all within the TTL.
+        for key in 0..10_000 {
+            memory.insert(key, (), start);
+            memory.remove(&key);
+        }
+        assert_eq!(memory.len(), 0);
+        assert!(memory.records() <= 64 + 1, "{} records", memory.records());
+        assert!(memory.entries.capacity() <= 4 * 64);
+        // Live entries keep their records.
+        for key in 0..1_000 {
+            memory.insert(key, (), start);
+        }
+        assert_eq!(memory.len(), 1_000);
+        assert!((1_000..=1_000 + 64 + 1).contains(&memory.records()));
+        memory.expire(start + TTL);
         assert_eq!((memory.len(), memory.records()), (0, 0));
     }
 

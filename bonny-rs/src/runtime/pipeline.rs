@@ -574,6 +574,7 @@ mod tests {
             Arc::from("thing"),
             OwnedCaches::default(),
             Arc::new(Vanished::new(futures::channel::mpsc::unbounded().0)),
+            Arc::default(),
         ));
         let object = Arc::new(object);
         let err = reconcile(object.clone(), ctx.clone())

@@ -8,13 +8,21 @@
 //! time-ordered queue (each expiry check looks only at the oldest entries), an object that is
 //! gone is dropped at once, and past `MAX_ENTRIES` the oldest are dropped early (which costs
 //! at worst one repeated write, never a wrong one).
+//!
+//! An entry lives only while the watch lags behind the write: the watch's own events drop it
+//! ([`Written::observed`]), and a write the watch already showed when the reconcile ended is
+//! not remembered at all. Under a burst of thousands of objects the next reconcile of each
+//! may be far behind in the queue; the memory does not wait for it.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
-use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
+use kube::{
+    Resource, ResourceExt,
+    runtime::reflector::{ObjectRef, Store},
+};
 
 use super::expiring::Expiring;
 
@@ -26,12 +34,15 @@ const TTL: Duration = Duration::from_secs(60);
 const MAX_ENTRIES: usize = 1 << 16;
 
 /// The objects as our last writes returned them, per object.
-pub(crate) struct Written<K: Resource<DynamicType = ()>> {
+pub(crate) struct Written<K: Resource<DynamicType = ()> + 'static> {
     entries: Mutex<Expiring<ObjectRef<K>, Entry<K>>>,
     /// UIDs of objects whose cleanup finished and whose finalizer we removed. No finalizer
     /// can be added to an object being deleted, so their cleanup is over for good; a
     /// reconcile from a cache that still shows the finalizer must not run it again.
     finalized: Mutex<Expiring<String, ()>>,
+    /// The watch cache of the objects, when there is one: a write it already shows needs no
+    /// memory.
+    cache: Option<Store<K>>,
 }
 
 /// The object as our last write returned it, and the versions our writes replaced.
@@ -40,16 +51,40 @@ struct Entry<K> {
     object: Arc<K>,
 }
 
-impl<K: Resource<DynamicType = ()>> Default for Written<K> {
+impl<K: Resource<DynamicType = ()> + 'static> Default for Written<K> {
     fn default() -> Self {
         Self {
             entries: Mutex::new(Expiring::new(TTL, MAX_ENTRIES)),
             finalized: Mutex::new(Expiring::new(TTL, MAX_ENTRIES)),
+            cache: None,
         }
     }
 }
 
-impl<K: Resource<DynamicType = ()>> Written<K> {
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Written<K> {
+    /// The memory of writes to the objects `cache` holds, which [`observed`](Self::observed)
+    /// is told about as the watch fills it.
+    pub(crate) fn watching(cache: Store<K>) -> Self {
+        Self {
+            cache: Some(cache),
+            ..Self::default()
+        }
+    }
+
+    /// The watch shows `object` (already in the cache): a memory of ours it makes obsolete,
+    /// because it shows a version our writes did not replace, goes.
+    pub(crate) fn observed(&self, object: &K) {
+        let reference = ObjectRef::from_obj(object);
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.get(&reference).is_some_and(|entry| {
+            object
+                .resource_version()
+                .is_some_and(|version| !entry.superseded.contains(&version))
+        }) {
+            entries.remove(&reference);
+        }
+    }
+
     /// The object to reconcile: what our last write returned while the watch still shows the
     /// version it replaced, else what the watch shows (and the memory is dropped).
     pub(crate) fn freshest(&self, reference: &ObjectRef<K>, seen: Arc<K>) -> Arc<K> {
@@ -98,6 +133,17 @@ impl<K: Resource<DynamicType = ()>> Written<K> {
         superseded.retain(|version| Some(version) != last.as_ref());
         superseded.sort_unstable();
         superseded.dedup();
+        // The watch already shows a version our writes did not replace (ours, or a later
+        // one): `freshest` would trust it, so there is nothing to remember. Read under the
+        // lock, so a watch event between this check and the insert still drops the entry.
+        if let Some(cache) = &self.cache
+            && let Some(shown) = cache.get(&reference)
+            && shown
+                .resource_version()
+                .is_some_and(|version| !superseded.contains(&version))
+        {
+            return;
+        }
         entries.insert(
             reference,
             Entry {
@@ -237,6 +283,50 @@ mod tests {
         let caught_up = written.freshest(&reference, config_map("10", "newer"));
         assert_eq!(caught_up.resource_version().as_deref(), Some("10"));
         assert_eq!(written.len(), 0);
+    }
+
+    #[test]
+    fn the_watch_drops_a_memory_once_it_shows_a_version_we_did_not_replace() {
+        let (store, mut writer) = kube::runtime::reflector::store::<ConfigMap>();
+        let written = Written::watching(store);
+        let seen = config_map("7", "old");
+        let reference = ObjectRef::from_obj(&*seen);
+        let now = Instant::now();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply((*seen).clone()));
+        written.remember(
+            reference.clone(),
+            &seen,
+            config_map("9", "new"),
+            &["8".to_owned()],
+            now,
+        );
+        assert_eq!(written.len(), 1);
+        // Our in-between version keeps it; our last write (or anyone's later one) ends it.
+        written.observed(&config_map("8", "mid"));
+        assert_eq!(written.len(), 1);
+        written.observed(&config_map("9", "new"));
+        assert_eq!(written.len(), 0);
+        // A write the cache already shows when the reconcile ends is not remembered at all.
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(
+            (*config_map("11", "newest")).clone(),
+        ));
+        written.remember(
+            reference.clone(),
+            &config_map("9", "new"),
+            config_map("11", "newest"),
+            &[],
+            now,
+        );
+        assert_eq!(written.len(), 0);
+        // One the cache does not show yet is.
+        written.remember(
+            reference,
+            &config_map("11", "newest"),
+            config_map("12", "x"),
+            &[],
+            now,
+        );
+        assert_eq!(written.len(), 1);
     }
 
     #[test]

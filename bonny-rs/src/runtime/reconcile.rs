@@ -39,7 +39,7 @@ pub(crate) struct Context<C: Controller> {
     metrics: Metrics,
     /// The controller's work queue, as far as the SDK sees it.
     queue: Arc<WorkQueue>,
-    written: Written<C::Resource>,
+    written: Arc<Written<C::Resource>>,
     vanished: Arc<Vanished<C::Resource>>,
     /// The operator's binary, named where a refused permission is granted.
     binary: Arc<str>,
@@ -53,6 +53,7 @@ impl<C: Controller> Context<C> {
         name: Arc<str>,
         cache: OwnedCaches,
         vanished: Arc<Vanished<C::Resource>>,
+        written: Arc<Written<C::Resource>>,
     ) -> Self {
         runtime
             .metrics
@@ -71,7 +72,7 @@ impl<C: Controller> Context<C> {
             events: Publisher::new(runtime.client.clone(), runtime.reporter.clone()),
             failures: Mutex::default(),
             metrics: runtime.metrics.clone(),
-            written: Written::default(),
+            written,
             vanished,
             binary: runtime.binary.clone(),
         }

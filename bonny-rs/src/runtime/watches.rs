@@ -29,6 +29,7 @@ use super::{
     events::Publisher,
     intake::{Intake, Vanished},
     queue,
+    read_your_writes::Written,
     reconcile::{self, Context},
     registration::RunContext,
     related::{self, Related},
@@ -108,6 +109,8 @@ pub(crate) struct Primary<K: Object> {
     store: Store<K>,
     feed: Arc<Feed<K>>,
     vanished: Arc<Vanished<K>>,
+    /// What the controller's own writes returned, until this watch shows them.
+    written: Arc<Written<K>>,
     /// The related watches and the field indexes this watch keeps up to date.
     related: Related<K>,
     /// Decode failures, reported (with an event: a write) only while the controller runs.
@@ -166,13 +169,19 @@ pub(crate) fn start_primaries<C: Controller>(
         let raw = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .modify(|object| lean(&mut object.metadata));
+        // Every version the cache takes ends the memory of the writes it supersedes, before
+        // any filter drops the event.
+        let written = Arc::new(Written::watching(store.clone()));
+        let observer = written.clone();
+        let reflected =
+            reflector::reflector(writer, intake.run(raw, evicted)).inspect(move |event| {
+                if let Ok(watcher::Event::Apply(object)) = event {
+                    observer.observed(object);
+                }
+            });
         // The field indexes of related kinds follow every event; the filters drop those not
         // worth a reconcile before they are handed on.
-        let (events, related) = related::primary(
-            reflector::reflector(writer, intake.run(raw, evicted)),
-            store.clone(),
-            config,
-        );
+        let (events, related) = related::primary(reflected, store.clone(), config);
         let events = events.take_until(stop.clone().cancelled_owned());
         let feed = Arc::new(Feed::default());
         let handed = feed.clone();
@@ -203,6 +212,7 @@ pub(crate) fn start_primaries<C: Controller>(
             store,
             feed,
             vanished,
+            written,
             related,
             reports: Arc::new(tokio::sync::Mutex::new(reported)),
         });
@@ -280,6 +290,7 @@ pub(crate) fn spawn<C: Controller>(
             Arc::from(name),
             cache,
             primary.vanished.clone(),
+            primary.written.clone(),
         ));
         let report = report_decode_failures(
             primary.reports.clone(),
