@@ -104,7 +104,10 @@ impl Process {
         env: &[(&str, &str)],
     ) -> Result<Process, BoxError> {
         let output = File::create(log)?;
-        let mut command = if which("setpriv") {
+        // A preloaded profiler follows only the first program it starts in, so a profiled
+        // peer is started directly.
+        let profiled = std::env::var_os("BENCH_PEER_ENV").is_some();
+        let mut command = if which("setpriv") && !profiled {
             let mut command = Command::new("setpriv");
             command.args(["--pdeathsig", "KILL", "--"]).arg(binary);
             command
@@ -115,6 +118,7 @@ impl Process {
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
+            .envs(profiling_env())
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)
             .stderr(output)
@@ -263,4 +267,16 @@ impl Drop for Sampler {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Extra environment for every peer process, from `BENCH_PEER_ENV` (`K=V;K2=V2`): how a heap
+/// profiler is preloaded into the peers only (see `bench/profile/README.md`), not into the
+/// driver or the control plane.
+fn profiling_env() -> Vec<(String, String)> {
+    std::env::var("BENCH_PEER_ENV")
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, value)| (key.trim().to_owned(), value.to_owned()))
+        .collect()
 }
