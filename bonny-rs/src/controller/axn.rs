@@ -33,6 +33,12 @@ pub enum Phase {
 /// select the controller's own descendants. The author's other labels are kept as given.
 pub const DESCENDANT_LABEL: &str = "bonny.dev/controller";
 
+/// The annotation on each descendant of a metadata-only owned kind
+/// ([`Config::owns_metadata`](super::Config::owns_metadata)): the lowercase hex SHA-256 of the
+/// body the SDK applied (its canonical JSON, keys sorted, without this annotation). With no
+/// body in the cache, it is how a reconcile tells that a descendant is already as desired.
+pub const APPLIED_HASH: &str = "bonny.dev/applied-hash";
+
 /// A descendant registered for server-side apply.
 #[derive(Clone, Debug)]
 pub(crate) struct Descendant {
