@@ -2,8 +2,9 @@
 //! `PartialObjectMetadata` (the requests' `Accept` header says so, and the cache the reconcile
 //! reads holds no body), a no-op reconcile sends no write, a spec change re-applies the child
 //! once, an edit of the child's body by someone else is restored by one apply, and after a
-//! restart (nothing remembered) the applied-body hash alone keeps a reconcile from writing. The
-//! API server's request counters say what was sent.
+//! restart (nothing remembered) the applied-body hash alone keeps a reconcile from writing. A
+//! metadata-only related kind is watched the same way and its events still reconcile. The API
+//! server's request counters and the operator's own client log say what was sent.
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -17,11 +18,12 @@ use bonny::{
     testing::{RequestCounts, TestEnv},
 };
 use bonny_e2e::{eventually, in_process::InProcess, init_tracing};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
     Api, Client, CustomResource, CustomResourceExt, ResourceExt,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
+    runtime::reflector::ObjectRef,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,7 @@ const NS: &str = "metadata";
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(group = "e2e.bonny.dev", version = "v1", kind = "Note", namespaced)]
 pub struct NoteSpec {
+    /// What the child holds.
     pub text: String,
 }
 
@@ -354,6 +357,120 @@ async fn a_metadata_only_kind_is_watched_without_bodies_and_applied_by_its_hash(
         (0, 0),
         "a no-op reconcile after a restart sends no write: {:?}",
         quiet.by_verb_resource()
+    );
+    running.stop().await;
+}
+
+/// A Secret labelled `note=<name>` concerns the note of that name in its namespace.
+fn note_of(secret: &Secret) -> Option<ObjectRef<Note>> {
+    let name = secret.labels().get("note")?;
+    Some(ObjectRef::new(name).within(secret.namespace()?.as_str()))
+}
+
+/// Watches Secrets as metadata only; records the cached `s1` of each reconcile: its resource
+/// version and whether it had a body.
+#[bonny::controller(
+    resource = Note,
+    name = "note-related",
+    watches = [Secret(map = note_of)],
+    metadata = [Secret]
+)]
+#[derive(Clone, Default)]
+struct RelatedController {
+    seen: Arc<Mutex<Vec<(String, bool)>>>,
+}
+
+impl Reconcile<Note> for RelatedController {
+    async fn apply(&self, axn: &mut Axn<Note>) -> Result<Action, ReconcileError> {
+        if let Some(secret) = axn.cache::<Secret>()?.get(RELATED_NS, "s1") {
+            let seen = (
+                secret.resource_version().unwrap_or_default(),
+                secret.data.is_some(),
+            );
+            self.seen.lock().unwrap().push(seen);
+        }
+        Ok(Action::await_change())
+    }
+}
+
+const RELATED_NS: &str = "metadata-related";
+
+#[tokio::test]
+async fn a_metadata_only_related_kind_is_watched_without_bodies_and_still_maps_its_events() {
+    init_tracing();
+    let env = TestEnv::start().await.unwrap();
+    env.install_crd(Note::crd()).await.unwrap();
+    env.create_namespace(RELATED_NS).await.unwrap();
+    let client = env.client();
+    let controller = RelatedController::default();
+    let (operator_client, requests) = recording_client(&env).await;
+    let running = InProcess::start(
+        InProcess::builder("metadata-related-e2e", operator_client, RELATED_NS)
+            .controller(controller.clone()),
+    );
+    let notes: Api<Note> = Api::namespaced(client.clone(), RELATED_NS);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), RELATED_NS);
+    notes
+        .create(
+            &PostParams::default(),
+            &Note::new("n1", NoteSpec { text: "x".into() }),
+        )
+        .await
+        .unwrap();
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("s1".into()),
+            labels: Some([("note".to_owned(), "n1".to_owned())].into()),
+            ..ObjectMeta::default()
+        },
+        string_data: Some([("key".to_owned(), "value".to_owned())].into()),
+        ..Secret::default()
+    };
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    // Each change of the Secret reconciles the note, whose cache read shows no body.
+    for round in ["1", "2"] {
+        let changed = secrets
+            .patch(
+                "s1",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"round": round}}})),
+            )
+            .await
+            .unwrap();
+        let version = changed.resource_version().unwrap();
+        eventually("a reconcile to see the changed Secret", WAIT, || async {
+            let seen = controller.seen.lock().unwrap().clone();
+            seen.iter().any(|(v, _)| *v == version).then_some(())
+        })
+        .await;
+    }
+    let seen = controller.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|(_, body)| !body),
+        "no cached body: {seen:?}"
+    );
+    let watches: Vec<Sent> = requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|sent| sent.uri.contains("/secrets?") && !sent.uri.ends_with("limit=1"))
+        .cloned()
+        .collect();
+    assert!(
+        !watches.is_empty()
+            && watches
+                .iter()
+                .all(|sent| sent.accept.contains("as=PartialObjectMetadata")),
+        "{watches:#?}"
+    );
+    eprintln!(
+        "related Secrets: {} list/watch requests, all PartialObjectMetadata; {} reconciles saw \
+         the Secret cached, none with a body",
+        watches.len(),
+        seen.len()
     );
     running.stop().await;
 }
