@@ -333,6 +333,12 @@ impl<K: Object> Axn<K> {
     /// list by label selector, list those this object owns. Eventually consistent; see
     /// [`Cache`] for what that means and the read-your-writes the SDK gives.
     ///
+    /// A kind cached as metadata only ([`Config::owns_metadata`](super::Config::owns_metadata),
+    /// [`Mapper::metadata_only`](super::Mapper::metadata_only)) is read with its metadata and
+    /// an empty body (when every controller of the operator declaring it asks for that): `data`,
+    /// `spec` and `status` are `None`, and a type with a required body field does not decode
+    /// (its objects are skipped, with a warning).
+    ///
     /// ```
     /// # use bonny::prelude::*;
     /// # use k8s_openapi::api::core::v1::ConfigMap;
