@@ -100,6 +100,9 @@ fn config_calls(attrs: &ControllerAttrs) -> Vec<TokenStream> {
     for adopted in &attrs.adopt {
         calls.push(quote_spanned!(adopted.span()=> .adopt_existing::<#adopted>()));
     }
+    for kind in attrs.metadata.iter().filter(|kind| attrs.owned(kind)) {
+        calls.push(quote_spanned!(kind.span()=> .owns_metadata::<#kind>()));
+    }
     for RbacRule {
         group,
         resources,
@@ -161,7 +164,8 @@ fn related_calls(attrs: &ControllerAttrs) -> Vec<TokenStream> {
             },
         };
         let filters = filters.iter().map(|filter| filter_expr(filter, kind));
-        calls.push(quote!(.watches(#mapper #(.filter(#filters))*)));
+        let metadata_only = attrs.metadata_only(kind).then(|| quote!(.metadata_only()));
+        calls.push(quote!(.watches(#mapper #(.filter(#filters))* #metadata_only)));
     }
     for filter in &attrs.filters {
         let filter = filter_expr(filter, resource);
@@ -385,6 +389,43 @@ mod tests {
         );
         assert!(
             expanded.contains(". owns :: < Secret > () . adopt_existing :: < ConfigMap > ()"),
+            "{expanded}"
+        );
+    }
+
+    #[test]
+    fn metadata_marks_owned_and_watched_kinds() {
+        let expanded = expand(
+            quote!(
+                resource = Widget,
+                owns = [ConfigMap, Secret],
+                watches = [Service(map = services)],
+                metadata = [ConfigMap, Service]
+            ),
+            quote!(
+                pub struct WidgetController;
+            ),
+        );
+        assert!(
+            expanded.contains(". owns :: < Secret > () . owns_metadata :: < ConfigMap > ()"),
+            "{expanded}"
+        );
+        assert!(
+            expanded.contains("(services) . metadata_only ())"),
+            "{expanded}"
+        );
+    }
+
+    #[test]
+    fn metadata_of_an_undeclared_kind_names_the_fix() {
+        let expanded = expand(
+            quote!(resource = Widget, owns = [ConfigMap], metadata = [Secret]),
+            quote!(
+                pub struct WidgetController;
+            ),
+        );
+        assert!(
+            expanded.contains("neither owns nor watches: add it to `owns = [Secret]`"),
             "{expanded}"
         );
     }

@@ -73,6 +73,7 @@
 //! | `filters` | filters on the resource's events: `filters = [generation_changed, labels_changed, annotations_changed, changed(my_fn)]` | `.filter(Filter::generation_changed())`.. |
 //! | `prune` | `true` or `false`: `prune = true` | `.prune(true)`: descendants an earlier reconcile registered and this one did not are deleted (only those the SDK applied for the object) |
 //! | `adopt` | owned types watched whole, not only the SDK's own (labelled) descendants: `adopt = [ConfigMap]` | `.adopt_existing::<ConfigMap>()` |
+//! | `metadata` | owned or watched types cached as metadata only (each also in `owns`, `adopt` or `watches`): `metadata = [ConfigMap]` | `.owns_metadata::<ConfigMap>()` for an owned type, `Mapper::..(..).metadata_only()` for a watched one |
 //!
 //! Without `crd` or `versions`, `crd()` returns the resource's own CRD, so the resource must
 //! derive `CustomResource`.

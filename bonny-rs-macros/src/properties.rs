@@ -35,6 +35,7 @@ const WORDS: &[&str] = &[
     "changed",
     "prune",
     "adopt",
+    "metadata",
     "group",
     "resources",
     "verbs",

@@ -28,6 +28,7 @@ pub(super) enum Key {
     Filters,
     Prune,
     Adopt,
+    Metadata,
 }
 
 /// Every key with its spelling, in the order of the documentation.
@@ -49,6 +50,7 @@ pub(super) const KEYS: &[(&str, Key)] = &[
     ("filters", Key::Filters),
     ("prune", Key::Prune),
     ("adopt", Key::Adopt),
+    ("metadata", Key::Metadata),
 ];
 
 impl Key {

@@ -58,6 +58,29 @@ pub(crate) struct ControllerAttrs {
     pub(crate) prune: Option<bool>,
     /// Owned kinds watched whole (`adopt_existing`), not only the SDK's own descendants.
     pub(crate) adopt: Vec<Path>,
+    /// Owned or watched kinds cached as metadata only; each is one of `owns`, `adopt` or
+    /// `watches`.
+    pub(crate) metadata: Vec<Path>,
+}
+
+impl ControllerAttrs {
+    /// Whether `kind` is cached as metadata only.
+    pub(crate) fn metadata_only(&self, kind: &Path) -> bool {
+        self.metadata.iter().any(|listed| same_kind(listed, kind))
+    }
+
+    /// Whether `kind` is owned (`owns` or `adopt`).
+    pub(crate) fn owned(&self, kind: &Path) -> bool {
+        self.owns
+            .iter()
+            .chain(&self.adopt)
+            .any(|owned| same_kind(owned, kind))
+    }
+}
+
+/// Whether two type paths are written the same (`ConfigMap` and `v1::ConfigMap` are not).
+fn same_kind(a: &Path, b: &Path) -> bool {
+    quote::quote!(#a).to_string() == quote::quote!(#b).to_string()
 }
 
 impl ControllerAttrs {
@@ -94,6 +117,7 @@ struct Draft {
     filters: Vec<FilterAttr>,
     prune: Option<bool>,
     adopt: Vec<Path>,
+    metadata: Vec<Path>,
 }
 
 impl Draft {
@@ -159,6 +183,9 @@ impl Draft {
                 self.prune = errors.keep(values::boolean(&value, "prune = true"));
             }
             Key::Adopt => self.adopt = values::list(meta.value()?, "adopt = [ConfigMap]")?,
+            Key::Metadata => {
+                self.metadata = values::list(meta.value()?, "metadata = [ConfigMap]")?;
+            }
         }
         Ok(())
     }
@@ -170,6 +197,25 @@ impl Draft {
                 .push(Error::new(Span::call_site(), MISSING_RESOURCE));
         }
         let crd = self.crd.source(&mut self.errors);
+        for kind in &self.metadata {
+            let declared = self
+                .owns
+                .iter()
+                .chain(&self.adopt)
+                .chain(self.watches.iter().map(|watch| &watch.kind))
+                .any(|declared| same_kind(declared, kind));
+            if !declared {
+                let name = quote::quote!(#kind).to_string().replace(' ', "");
+                self.errors.push(Error::new_spanned(
+                    kind,
+                    format!(
+                        "`metadata = [{name}]` names a kind this controller neither owns nor \
+                         watches: add it to `owns = [{name}]` (its descendants cached as \
+                         metadata only) or to `watches = [{name}(..)]`, written the same way"
+                    ),
+                ));
+            }
+        }
         self.errors.finish()?;
         let resource = self
             .resource
@@ -190,6 +236,7 @@ impl Draft {
             filters: self.filters,
             prune: self.prune,
             adopt: self.adopt,
+            metadata: self.metadata,
         })
     }
 }

@@ -33,6 +33,12 @@ pub enum Phase {
 /// select the controller's own descendants. The author's other labels are kept as given.
 pub const DESCENDANT_LABEL: &str = "bonny.dev/controller";
 
+/// The annotation on each descendant of a metadata-only owned kind
+/// ([`Config::owns_metadata`](super::Config::owns_metadata)): the lowercase hex SHA-256 of the
+/// body the SDK applied (its canonical JSON, keys sorted, without this annotation). With no
+/// body in the cache, it is how a reconcile tells that a descendant is already as desired.
+pub const APPLIED_HASH: &str = "bonny.dev/applied-hash";
+
 /// A descendant registered for server-side apply.
 #[derive(Clone, Debug)]
 pub(crate) struct Descendant {
@@ -326,6 +332,12 @@ impl<K: Object> Axn<K> {
     /// Reads of kind `R` from the controller's watch cache, without a request: get by name,
     /// list by label selector, list those this object owns. Eventually consistent; see
     /// [`Cache`] for what that means and the read-your-writes the SDK gives.
+    ///
+    /// A kind cached as metadata only ([`Config::owns_metadata`](super::Config::owns_metadata),
+    /// [`Mapper::metadata_only`](super::Mapper::metadata_only)) is read with its metadata and
+    /// an empty body (when every controller of the operator declaring it asks for that): `data`,
+    /// `spec` and `status` are `None`, and a type with a required body field does not decode
+    /// (its objects are skipped, with a warning).
     ///
     /// ```
     /// # use bonny::prelude::*;

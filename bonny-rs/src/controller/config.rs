@@ -293,6 +293,53 @@ impl<K: Object> Config<K> {
             .map(|(_, filter)| filter.clone())
             .collect()
     }
+
+    /// Own descendants of kind `Child` (as [`owns`](Self::owns), which it implies) but watch and
+    /// cache their **metadata only**: the watch asks the API server for
+    /// `PartialObjectMetadata`, so neither the stream nor the cache carries a body (`data`,
+    /// `spec`, `status`). For controllers that only need to know that a descendant changed; it
+    /// saves the memory and the decoding of every body.
+    ///
+    /// What it costs:
+    /// - **The apply decision reads a hash, not the body.** Each descendant of this kind is
+    ///   applied with the annotation [`APPLIED_HASH`](super::APPLIED_HASH), a SHA-256 of the
+    ///   body the SDK sends. A reconcile skips the apply when the cached metadata shows that
+    ///   hash, holds the desired labels, annotations and owner reference, and shows the resource
+    ///   version the SDK's own last apply of it returned. An edit of the body by someone else
+    ///   changes the resource version, so it is restored by one apply. After a restart (nothing
+    ///   remembered yet) the hash is trusted: a body edited by someone else while the operator
+    ///   was down is not restored until the desired body changes or someone edits the object
+    ///   again.
+    /// - **Reads see no body.** [`Axn::cache`](super::Axn::cache) returns objects of this kind
+    ///   with their metadata and an empty body: a type whose body fields are all optional
+    ///   (`ConfigMap`, `Secret`, `Deployment`: `data`/`spec` are `Option`s in k8s-openapi)
+    ///   decodes with them `None`; a type with a required body field (a custom resource whose
+    ///   `spec` is not optional) does not decode, and reads skip its objects with a warning
+    ///   naming the missing field. A [`filter_owned`](Self::filter_owned) function sees the
+    ///   same empty bodies.
+    /// - **One cache per kind.** The operator's cache of a kind (per namespace scope) holds
+    ///   metadata only when every controller declaring it asks for that; one controller owning
+    ///   or watching it in full makes it full for all (this controller's apply decision stays
+    ///   the hash one).
+    pub fn owns_metadata<Child>(mut self) -> Self
+    where
+        Child: Object + Resource<Scope = NamespaceResourceScope>,
+    {
+        let resource = ApiResource::erase::<Child>(&());
+        match self
+            .owns
+            .iter_mut()
+            .find(|owned| owned.resource == resource)
+        {
+            Some(owned) => owned.metadata_only = true,
+            None => {
+                let mut owned = OwnedKind::of::<Child>();
+                owned.metadata_only = true;
+                self.owns.push(owned);
+            }
+        }
+        self
+    }
 }
 
 impl<K: Object> fmt::Debug for Config<K> {
@@ -318,6 +365,7 @@ pub struct OwnedKind<K: Object> {
     resource: ApiResource,
     adopt: bool,
     prune: bool,
+    metadata_only: bool,
     owner: PhantomData<fn() -> K>,
 }
 
@@ -330,6 +378,7 @@ impl<K: Object> OwnedKind<K> {
             resource: ApiResource::erase::<Child>(&()),
             adopt: false,
             prune: false,
+            metadata_only: false,
             owner: PhantomData,
         }
     }
@@ -349,6 +398,11 @@ impl<K: Object> OwnedKind<K> {
     pub fn is_pruned(&self) -> bool {
         self.prune
     }
+
+    /// Whether its cache holds metadata only (see [`Config::owns_metadata`]).
+    pub fn is_metadata_only(&self) -> bool {
+        self.metadata_only
+    }
 }
 
 impl<K: Object> Clone for OwnedKind<K> {
@@ -357,6 +411,7 @@ impl<K: Object> Clone for OwnedKind<K> {
             resource: self.resource.clone(),
             adopt: self.adopt,
             prune: self.prune,
+            metadata_only: self.metadata_only,
             owner: PhantomData,
         }
     }
@@ -369,6 +424,7 @@ impl<K: Object> fmt::Debug for OwnedKind<K> {
             .field("kind", &self.resource.kind)
             .field("adopt", &self.adopt)
             .field("prune", &self.prune)
+            .field("metadata_only", &self.metadata_only)
             .finish()
     }
 }

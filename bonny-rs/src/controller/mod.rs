@@ -52,7 +52,7 @@ use kube::{Resource, core::crd::MergeError};
 use serde::{Serialize, de::DeserializeOwned};
 
 pub use action::Action;
-pub use axn::{Axn, DESCENDANT_LABEL, Phase};
+pub use axn::{APPLIED_HASH, Axn, DESCENDANT_LABEL, Phase};
 pub(crate) use axn::{Descendant, Effects};
 pub use backoff::Backoff;
 pub use cache::Cache;

@@ -136,6 +136,7 @@ impl<K> fmt::Debug for Filter<K> {
 pub struct Mapper<K: Object, R> {
     map: Map<K>,
     filters: Vec<Filter<DynamicObject>>,
+    metadata_only: bool,
     related: PhantomData<fn(&R)>,
 }
 
@@ -188,6 +189,7 @@ impl<K: Object, R: Object + Resource<Scope = NamespaceResourceScope>> Mapper<K, 
         Self {
             map: Map::Function(Arc::new(map)),
             filters: Vec::new(),
+            metadata_only: false,
             related: PhantomData,
         }
     }
@@ -219,6 +221,7 @@ impl<K: Object, R: Object + Resource<Scope = NamespaceResourceScope>> Mapper<K, 
                 read: Arc::new(read),
             },
             filters: Vec::new(),
+            metadata_only: false,
             related: PhantomData,
         }
     }
@@ -234,7 +237,19 @@ impl<K: Object, R: Object + Resource<Scope = NamespaceResourceScope>> Mapper<K, 
             resource: ApiResource::erase::<R>(&()),
             map: self.map,
             filters: self.filters,
+            metadata_only: self.metadata_only,
         }
+    }
+
+    /// Watch and cache the related kind's **metadata only** (`PartialObjectMetadata`): for a
+    /// controller that only needs to know that a related object changed. The mapping function
+    /// and the filters see objects with an empty body, and so do
+    /// [`Axn::cache`](super::Axn::cache) reads (a type with a required body field does not
+    /// decode; see [`Config::owns_metadata`](super::Config::owns_metadata)). The operator's
+    /// cache of the kind stays full when another declaration wants it full.
+    pub fn metadata_only(mut self) -> Self {
+        self.metadata_only = true;
+        self
     }
 }
 
@@ -267,6 +282,7 @@ pub struct WatchedKind<K: Object> {
     resource: ApiResource,
     map: Map<K>,
     filters: Vec<Filter<DynamicObject>>,
+    metadata_only: bool,
 }
 
 impl<K: Object> WatchedKind<K> {
@@ -290,6 +306,11 @@ impl<K: Object> WatchedKind<K> {
     pub(crate) fn filters(&self) -> &[Filter<DynamicObject>] {
         &self.filters
     }
+
+    /// Whether it is watched as metadata only ([`Mapper::metadata_only`]).
+    pub fn is_metadata_only(&self) -> bool {
+        self.metadata_only
+    }
 }
 
 impl<K: Object> Clone for WatchedKind<K> {
@@ -298,6 +319,7 @@ impl<K: Object> Clone for WatchedKind<K> {
             resource: self.resource.clone(),
             map: self.map.clone(),
             filters: self.filters.clone(),
+            metadata_only: self.metadata_only,
         }
     }
 }
@@ -309,6 +331,7 @@ impl<K: Object> fmt::Debug for WatchedKind<K> {
             .field("kind", &self.resource.kind)
             .field("field", &self.field_path())
             .field("filters", &self.filters)
+            .field("metadata_only", &self.metadata_only)
             .finish()
     }
 }

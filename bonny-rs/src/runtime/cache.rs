@@ -36,6 +36,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::metadata::{self, Shape};
 use crate::{controller::DESCENDANT_LABEL, observe::Metrics};
 
 /// The annotation kubectl's client-side apply leaves: a second copy of the object.
@@ -172,6 +173,8 @@ struct Started {
 #[derive(Default)]
 struct Inner {
     declared: HashMap<Key, Selection>,
+    /// What each declared cache holds of its objects (the union of its declarers' shapes).
+    shapes: HashMap<Key, Shape>,
     started: HashMap<Key, Started>,
 }
 
@@ -202,7 +205,9 @@ impl Caches {
     }
 
     /// `controller` owns `resource` in `namespace` (`None`: all namespaces); with `adopt`, it
-    /// wants every object of the kind, not only its own descendants. Call before [`start`].
+    /// wants every object of the kind, not only its own descendants; `shape` is what it needs
+    /// of each object (the cache is metadata-only when every declarer asks for that). Call
+    /// before [`start`].
     ///
     /// [`start`]: Self::start
     pub(crate) fn declare(
@@ -211,12 +216,16 @@ impl Caches {
         namespace: Option<&str>,
         controller: &str,
         adopt: bool,
+        shape: Shape,
     ) {
         let key = Key {
             resource: resource.clone(),
             namespace: namespace.map(str::to_owned),
         };
-        self.lock()
+        let mut inner = self.lock();
+        let held = inner.shapes.entry(key.clone()).or_insert(shape);
+        *held = held.union(shape);
+        inner
             .declared
             .entry(key)
             .or_insert_with(|| Selection::Controllers(BTreeSet::new()))
@@ -256,7 +265,8 @@ impl Caches {
             };
             let name = key.to_string();
             let span = tracing::info_span!("cache", cache = %name, selector = selector.as_deref().unwrap_or("*"));
-            let events = watcher::watcher(api, config)
+            let shape = inner.shapes.get(&key).copied().unwrap_or_default();
+            let events = metadata::watch(api, config, &key.resource, shape)
                 .default_backoff()
                 .modify(|object| lean(&mut object.metadata))
                 .reflect(writer)
@@ -383,11 +393,11 @@ mod tests {
         let caches = Caches::default();
         let configmaps = ApiResource::erase::<ConfigMap>(&());
         let deployments = ApiResource::erase::<Deployment>(&());
-        caches.declare(&configmaps, Some("n"), "b", false);
-        caches.declare(&configmaps, Some("n"), "a", false);
-        caches.declare(&configmaps, Some("n"), "a", false);
-        caches.declare(&deployments, Some("n"), "a", false);
-        caches.declare(&configmaps, None, "c", false);
+        caches.declare(&configmaps, Some("n"), "b", false, Shape::Full);
+        caches.declare(&configmaps, Some("n"), "a", false, Shape::Full);
+        caches.declare(&configmaps, Some("n"), "a", false, Shape::Full);
+        caches.declare(&deployments, Some("n"), "a", false, Shape::Full);
+        caches.declare(&configmaps, None, "c", false, Shape::Full);
         assert_eq!(
             caches.selectors(),
             [
@@ -406,9 +416,29 @@ mod tests {
             ]
         );
         // One controller adopting existing children widens the shared cache to every object.
-        caches.declare(&configmaps, Some("n"), "d", true);
-        caches.declare(&configmaps, Some("n"), "e", false);
+        caches.declare(&configmaps, Some("n"), "d", true, Shape::Full);
+        caches.declare(&configmaps, Some("n"), "e", false, Shape::Full);
         assert_eq!(caches.selectors()[1], ("configmaps/n".to_owned(), None));
+    }
+
+    #[test]
+    fn a_shared_cache_is_metadata_only_when_every_declarer_asks() {
+        let caches = Caches::default();
+        let configmaps = ApiResource::erase::<ConfigMap>(&());
+        let shape = |namespace: &str| {
+            let key = Key {
+                resource: configmaps.clone(),
+                namespace: Some(namespace.to_owned()),
+            };
+            caches.lock().shapes.get(&key).copied()
+        };
+        caches.declare(&configmaps, Some("a"), "x", false, Shape::Metadata);
+        caches.declare(&configmaps, Some("a"), "y", false, Shape::Metadata);
+        caches.declare(&configmaps, Some("b"), "x", false, Shape::Metadata);
+        caches.declare(&configmaps, Some("b"), "y", false, Shape::Full);
+        caches.declare(&configmaps, Some("b"), "z", false, Shape::Metadata);
+        assert_eq!(shape("a"), Some(Shape::Metadata));
+        assert_eq!(shape("b"), Some(Shape::Full));
     }
 
     #[test]

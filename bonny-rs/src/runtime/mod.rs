@@ -22,6 +22,7 @@ mod events;
 mod expiring;
 mod finalizer;
 mod intake;
+mod metadata;
 mod namespaces;
 mod pipeline;
 mod preflight;

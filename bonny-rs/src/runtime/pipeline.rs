@@ -12,7 +12,7 @@ use kube::{Client, Resource, api::ApiResource};
 use tracing::Instrument;
 
 use super::{
-    descendants, finalizer, intake::Vanished, prune, reconcile::panicked, status,
+    descendants, finalizer, intake::Vanished, metadata, prune, reconcile::panicked, status,
     watches::OwnedCaches,
 };
 use crate::controller::{
@@ -95,6 +95,8 @@ pub(crate) struct Pipeline<C: Controller> {
     pub(crate) vanished: Arc<Vanished<C::Resource>>,
     /// The descendants pruned whose deletion the cache has not shown yet.
     pub(crate) pruned: prune::Pruned,
+    /// The SDK's last applies of descendants of metadata-only kinds.
+    pub(crate) applied: metadata::Applied,
 }
 
 impl<C: Controller> Pipeline<C> {
@@ -194,8 +196,22 @@ impl<C: Controller> Pipeline<C> {
     ) -> Progress {
         let done = match (stage, &progress) {
             (Stage::Descendants, Progress::Reconciled(_)) if effects.phase == Phase::Apply => {
-                descendants::apply(&self.client, &self.name, &self.cache, &effects.descendants)
-                    .await
+                let metadata_only: Vec<&ApiResource> = self
+                    .config
+                    .owned_kinds()
+                    .iter()
+                    .filter(|owned| owned.is_metadata_only())
+                    .map(OwnedKind::api_resource)
+                    .collect();
+                descendants::apply(
+                    &self.client,
+                    &self.name,
+                    &self.cache,
+                    &effects.descendants,
+                    &metadata_only,
+                    &self.applied,
+                )
+                .await
             }
             (Stage::Prune, Progress::Reconciled(_)) if effects.phase == Phase::Apply => {
                 let kinds: Vec<&ApiResource> = self
@@ -530,6 +546,7 @@ mod tests {
             cache,
             vanished: Arc::new(Vanished::new(futures::channel::mpsc::unbounded().0)),
             pruned: prune::Pruned::default(),
+            applied: metadata::Applied::default(),
         };
         let axn = Axn::new(Arc::new(object), client, pipeline.name.clone());
         let Processed { result, .. } = pipeline.run(axn).await;
@@ -842,6 +859,81 @@ mod tests {
             run_cached(controller, config, object, vec![], cached(live_child("3"))).await;
         assert!(result.is_ok());
         assert!(seen.is_empty(), "{seen:#?}");
+    }
+
+    /// `live` as a metadata-only cache holds it: no body.
+    fn metadata_only(mut live: Value) -> Value {
+        live.as_object_mut().unwrap().remove("data");
+        live
+    }
+
+    fn metadata_config() -> Config<Thing> {
+        Config::new()
+            .finalizer("test.bonny.dev/cleanup")
+            .owns_metadata::<ConfigMap>()
+    }
+
+    #[tokio::test]
+    async fn a_metadata_only_child_is_applied_with_its_hash_then_skipped_from_its_metadata() {
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let (result, seen, _) = run(
+            ThingController::default(),
+            metadata_config(),
+            object.clone(),
+            vec![],
+        )
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(seen.len(), 1, "{seen:#?}");
+        let applied = &seen[0].body;
+        let hash = &applied["metadata"]["annotations"][crate::controller::APPLIED_HASH];
+        assert_eq!(*hash, json!(metadata::applied_hash(applied)));
+        assert_eq!(applied["data"], json!({"size": "3"}));
+        // The cache shows the child's metadata only, hash included (as after a restart: nothing
+        // remembered): no request at all.
+        let mut live = metadata_only(live_child("3"));
+        live["metadata"]["annotations"] = applied["metadata"]["annotations"].clone();
+        let (result, seen, _) = run_cached(
+            ThingController::default(),
+            metadata_config(),
+            object,
+            vec![],
+            cached(live),
+        )
+        .await;
+        assert!(result.is_ok());
+        assert!(seen.is_empty(), "{seen:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_metadata_only_child_without_the_current_hash_is_applied() {
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let mut live = metadata_only(live_child("3"));
+        live["metadata"]["annotations"] = json!({crate::controller::APPLIED_HASH: "an-older-body"});
+        let (result, seen, _) = run_cached(
+            ThingController::default(),
+            metadata_config(),
+            object,
+            vec![],
+            cached(live),
+        )
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(seen.len(), 1, "{seen:#?}");
+        assert_eq!(
+            (seen[0].method.as_str(), seen[0].path.as_str()),
+            ("PATCH", CHILD)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_kind_is_applied_without_the_hash() {
+        let controller = ThingController::default();
+        let config = controller.config();
+        let object = thing(&["test.bonny.dev/cleanup"], false, Some(3));
+        let (_, seen, _) = run(controller, config, object, vec![]).await;
+        assert_eq!(seen.len(), 1, "{seen:#?}");
+        assert!(seen[0].body["metadata"].get("annotations").is_none());
     }
 
     #[tokio::test]

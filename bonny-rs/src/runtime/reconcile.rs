@@ -68,6 +68,7 @@ impl<C: Controller> Context<C> {
                 cache,
                 vanished: vanished.clone(),
                 pruned: Default::default(),
+                applied: Default::default(),
             },
             events: Publisher::new(runtime.client.clone(), runtime.reporter.clone()),
             failures: Mutex::default(),

@@ -23,7 +23,11 @@ use kube::{
     },
 };
 
-use super::{cache::lean, watches::OwnedCaches};
+use super::{
+    cache::lean,
+    metadata::{self, Shape},
+    watches::OwnedCaches,
+};
 use crate::controller::{Config, Filter, Map, Object, ReadFn, WatchedKind};
 
 type Events<T> = Result<Event<T>, watcher::Error>;
@@ -96,7 +100,9 @@ impl<K: Object> Related<K> {
             let writer = reflector::store::Writer::new(resource.clone());
             let store = writer.as_reader();
             cache.add_readable(resource.clone(), store.clone());
-            let events = watcher(api)
+            let config = watcher::Config::default().any_semantic();
+            let shape = Shape::of(watched.is_metadata_only());
+            let events = metadata::watch(api, config, &resource, shape)
                 .default_backoff()
                 .modify(|object| lean(&mut object.metadata))
                 .reflect(writer);
@@ -160,10 +166,6 @@ pub(crate) fn filter_touched(
         };
         future::ready(pass)
     })
-}
-
-fn watcher(api: Api<DynamicObject>) -> impl Stream<Item = Events<DynamicObject>> + Send {
-    watcher::watcher(api, watcher::Config::default().any_semantic())
 }
 
 /// The key of a referenced object: its namespace and name.

@@ -28,6 +28,7 @@ use super::{
     decode::DecodeError,
     events::Publisher,
     intake::{Intake, Vanished},
+    metadata::Shape,
     queue,
     read_your_writes::Written,
     reconcile::{self, Context},
@@ -137,6 +138,7 @@ pub(crate) fn declare<C: Controller>(
                 namespace.as_deref(),
                 name,
                 owned.adopts_existing(),
+                Shape::of(owned.is_metadata_only()),
             );
         }
     }
