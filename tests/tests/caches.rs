@@ -107,6 +107,20 @@ fn sample(text: &str, metric: &str, labels: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
+/// The watches of `resource` open now, in every namespace, as the API server counts them
+/// (`apiserver_longrunning_requests`).
+async fn open_watches(env: &TestEnv, resource: &str) -> usize {
+    let text = env.apiserver_metrics().await.unwrap();
+    let metric = "apiserver_longrunning_requests{";
+    let resource = format!("resource=\"{resource}\"");
+    text.lines()
+        .filter(|line| {
+            line.starts_with(metric) && line.contains(&resource) && line.contains("verb=\"WATCH\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as usize
+}
+
 /// A free local port (bound, then released for the replica to bind).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -493,6 +507,8 @@ async fn a_kind_owned_and_watched_by_one_controller_and_watched_by_another_is_wa
             .await
             .unwrap();
     }
+    // The API server's own clients watch ConfigMaps too (in kube-system).
+    let others = open_watches(&env, "configmaps").await;
     let copier_controller = CopierController::default();
     let reconciles = copier_controller.reconciles.clone();
     let running = InProcess::start(
@@ -563,11 +579,18 @@ async fn a_kind_owned_and_watched_by_one_controller_and_watched_by_another_is_wa
     ] {
         assert_eq!(moved(name), 0, "{name}: {before:?} -> {after:?}");
     }
+    // The operator's watches open now, as the API server counts them (over both scopes).
+    let open = open_watches(&env, "configmaps").await - others;
     running.stop().await;
+    println!(
+        "figures: ConfigMap watches the operator had open while both controllers ran, over two \
+         scopes: {open} (the API server's own: {others})"
+    );
+    assert_eq!(open, scopes.len(), "one open ConfigMap watch per scope");
 
-    // The audit log records a watch once it ended: every watch the operator opened.
-    let audit = env.audit_log().unwrap();
-    let watches = |resource: &str, namespace: &str| -> Vec<String> {
+    // The audit log records a watch once it ended: every watch the operator opened, once the
+    // API server has seen each connection close.
+    let watches = |audit: &[bonny::testing::AuditRecord], resource: &str, namespace: &str| {
         audit
             .iter()
             .filter(|record| {
@@ -576,11 +599,20 @@ async fn a_kind_owned_and_watched_by_one_controller_and_watched_by_another_is_wa
                     && record.namespace == namespace
             })
             .map(|record| record.request_uri.clone())
-            .collect()
+            .collect::<Vec<_>>()
     };
+    let audit = eventually("the open watches to be audited", WAIT, || async {
+        let audit = env.audit_log().unwrap();
+        let ended: usize = scopes
+            .iter()
+            .map(|namespace| watches(&audit, "configmaps", namespace).len())
+            .sum();
+        (ended >= open).then_some(audit)
+    })
+    .await;
     for namespace in scopes {
-        let configmaps = watches("configmaps", namespace);
-        let secrets = watches("secrets", namespace);
+        let configmaps = watches(&audit, "configmaps", namespace);
+        let secrets = watches(&audit, "secrets", namespace);
         println!(
             "figures: {namespace}: ConfigMap watches of one controller owning and watching \
              ConfigMaps and one watching them: {} {configmaps:?}; Secret watches: {}",
