@@ -4,11 +4,12 @@
 //!
 //! The runtime fills [`Caches`] with the shared caches of its watches ([`KindCache`]: a store
 //! and the index of its objects by owner) and keeps each index up to date from its watch's
-//! events; this module only defines and reads them.
+//! events; this module defines them and reads them.
 
 use std::{
     collections::{HashMap, HashSet},
     fmt,
+    hash::{Hash, Hasher},
     marker::PhantomData,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
@@ -17,23 +18,75 @@ use kube::{
     Resource, ResourceExt,
     api::{ApiResource, DynamicObject},
     core::{Selector, SelectorExt},
-    runtime::{
-        reflector::{ObjectRef, Store},
-        watcher::Event,
-    },
+    runtime::reflector::{ObjectRef, Store},
 };
 
 use super::{Object, ReconcileError, related::decode};
 
-/// Where an object is: its namespace and name.
-type Place = (Option<String>, String);
+/// A cached object, compared and hashed by where it is (namespace and name) alone: a set of
+/// them holds one version of each object, the store's own copy (shared, not cloned).
+#[derive(Clone)]
+struct Placed(Arc<DynamicObject>);
+
+impl PartialEq for Placed {
+    fn eq(&self, other: &Self) -> bool {
+        let (this, that) = (&self.0.metadata, &other.0.metadata);
+        this.namespace == that.namespace && this.name == that.name
+    }
+}
+
+impl Eq for Placed {}
+
+impl Hash for Placed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.metadata.namespace.hash(state);
+        self.0.metadata.name.hash(state);
+    }
+}
+
+/// The indexed children of one owner; most owners have one.
+enum Children {
+    One(Placed),
+    Many(HashSet<Placed>),
+}
+
+impl Children {
+    /// Adds `child`, or replaces the version held of it.
+    fn insert(&mut self, child: Placed) {
+        match self {
+            Self::One(one) if *one == child => *one = child,
+            Self::One(one) => *self = Self::Many(HashSet::from([one.clone(), child])),
+            Self::Many(many) => {
+                many.replace(child);
+            }
+        }
+    }
+
+    /// Removes `child`; whether any child is left.
+    fn remove(&mut self, child: &Placed) -> bool {
+        match self {
+            Self::One(one) => one != child,
+            Self::Many(many) => {
+                many.remove(child);
+                !many.is_empty()
+            }
+        }
+    }
+
+    fn objects(&self) -> Vec<Arc<DynamicObject>> {
+        match self {
+            Self::One(one) => vec![one.0.clone()],
+            Self::Many(many) => many.iter().map(|child| child.0.clone()).collect(),
+        }
+    }
+}
 
 /// The cached objects of one kind by the UIDs their owner references name, so that "the
-/// children of this owner" costs a lookup per child rather than a scan of the cache.
+/// children of this owner" costs a lookup rather than a scan of the cache.
 ///
-/// Only objects with owner references are indexed. The index follows its cache's watch
-/// ([`KindCache::observe`]); it may lag the store by the event in flight, so what it names
-/// is read back from the store and checked there.
+/// Only objects with owner references are indexed, each as the store's own copy. The index
+/// follows its cache's watch ([`KindCache::applied`], [`KindCache::deleted`],
+/// [`KindCache::listed`]), right after the store took each event.
 #[derive(Default)]
 struct OwnerIndex {
     state: Mutex<OwnerState>,
@@ -41,10 +94,10 @@ struct OwnerIndex {
 
 #[derive(Default)]
 struct OwnerState {
-    /// The owner UIDs each indexed object names.
-    owners_of: HashMap<Arc<Place>, Box<[Arc<str>]>>,
+    /// Every indexed object, as last indexed (its owner references say where it is filed).
+    indexed: HashSet<Placed>,
     /// The objects naming each owner UID.
-    owned_by: HashMap<Arc<str>, HashSet<Arc<Place>>>,
+    children: HashMap<Box<str>, Children>,
 }
 
 impl OwnerIndex {
@@ -52,19 +105,19 @@ impl OwnerIndex {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn rebuild<'a>(&self, objects: impl IntoIterator<Item = &'a DynamicObject>) {
+    fn rebuild(&self, objects: Vec<Arc<DynamicObject>>) {
         let mut state = OwnerState::default();
         for object in objects {
-            state.set(place(object), owner_uids(object));
+            state.index(object);
         }
         *self.lock() = state;
     }
 
-    fn owned_by(&self, owner: &str) -> Vec<Arc<Place>> {
+    fn children(&self, owner: &str) -> Vec<Arc<DynamicObject>> {
         self.lock()
-            .owned_by
+            .children
             .get(owner)
-            .map(|places| places.iter().cloned().collect())
+            .map(Children::objects)
             .unwrap_or_default()
     }
 
@@ -72,59 +125,48 @@ impl OwnerIndex {
     #[cfg(test)]
     fn sizes(&self) -> (usize, usize) {
         let state = self.lock();
-        (state.owners_of.len(), state.owned_by.len())
+        (state.indexed.len(), state.children.len())
     }
 }
 
 impl OwnerState {
-    /// The object at `place` now names `owners` (sorted, distinct; none: it is forgotten).
-    fn set(&mut self, place: Place, owners: Vec<&str>) {
-        if let Some(old) = self.owners_of.get(&place)
-            && old.iter().map(|uid| &**uid).eq(owners.iter().copied())
-        {
-            // Unchanged, the common case: nothing to do.
-            return;
-        }
-        let place = match self.owners_of.remove_entry(&place) {
-            Some((shared, old)) => {
-                for uid in old.iter() {
-                    if let Some(places) = self.owned_by.get_mut(uid) {
-                        places.remove(&shared);
-                        if places.is_empty() {
-                            self.owned_by.remove(uid);
-                        }
-                    }
-                }
-                shared
-            }
-            None if owners.is_empty() => return,
-            None => Arc::new(place),
-        };
+    /// Files `object` under the owners it names now, and no longer under those its indexed
+    /// version named.
+    fn index(&mut self, object: Arc<DynamicObject>) {
+        let placed = Placed(object);
+        self.unindex(&placed);
+        let owners = owner_uids(&placed.0);
         if owners.is_empty() {
             return;
         }
-        // Owner UIDs are shared by the owner's children.
-        let owners: Box<[Arc<str>]> = owners
-            .into_iter()
-            .map(|uid| match self.owned_by.get_key_value(uid) {
-                Some((shared, _)) => shared.clone(),
-                None => Arc::from(uid),
-            })
-            .collect();
-        for uid in owners.iter() {
-            self.owned_by
-                .entry(uid.clone())
-                .or_default()
-                .insert(place.clone());
+        for owner in owners {
+            match self.children.get_mut(owner) {
+                Some(children) => children.insert(placed.clone()),
+                None => {
+                    self.children
+                        .insert(owner.into(), Children::One(placed.clone()));
+                }
+            }
         }
-        self.owners_of.insert(place, owners);
+        self.indexed.insert(placed);
+    }
+
+    /// Forgets the object where `placed` is.
+    fn unindex(&mut self, placed: &Placed) {
+        let Some(old) = self.indexed.take(placed) else {
+            return;
+        };
+        for owner in owner_uids(&old.0) {
+            if let Some(children) = self.children.get_mut(owner)
+                && !children.remove(&old)
+            {
+                self.children.remove(owner);
+            }
+        }
     }
 }
 
-fn place(object: &DynamicObject) -> Place {
-    (object.namespace(), object.name_any())
-}
-
+/// The distinct owner UIDs `object` names.
 fn owner_uids(object: &DynamicObject) -> Vec<&str> {
     let mut uids: Vec<&str> = object
         .owner_references()
@@ -145,15 +187,14 @@ pub(crate) struct KindCache {
 }
 
 impl From<Store<DynamicObject>> for KindCache {
-    /// `store` with an index of what it holds now, kept up to date by [`KindCache::observe`].
+    /// `store` with an index of what it holds now, kept up to date by the watch filling the
+    /// store ([`KindCache::applied`], [`KindCache::deleted`], [`KindCache::listed`]).
     fn from(store: Store<DynamicObject>) -> Self {
         let cache = Self {
             store,
             owners: Arc::default(),
         };
-        cache
-            .owners
-            .rebuild(cache.store.state().iter().map(|o| &**o));
+        cache.listed();
         cache
     }
 }
@@ -164,41 +205,36 @@ impl KindCache {
         &self.store
     }
 
-    /// Follow one event of the cache's watch, after the store took it: an applied object's
-    /// owners are set anew (stale ones dropped), a deleted object is forgotten, and the end of
-    /// a (re-)list rebuilds the index from the store, so objects that vanished meanwhile go.
-    pub(crate) fn observe(&self, event: &Event<DynamicObject>) {
-        match event {
-            Event::Apply(object) => self.owners.lock().set(place(object), owner_uids(object)),
-            Event::Delete(object) => self.owners.lock().set(place(object), Vec::new()),
-            // The store swaps in the listed objects at the list's end.
-            Event::Init | Event::InitApply(_) => {}
-            Event::InitDone => self
-                .owners
-                .rebuild(self.store.state().iter().map(|object| &**object)),
-        }
+    /// The store took `object` (its own copy): it is filed under the owners it names now,
+    /// and no longer under those its previous version named.
+    pub(crate) fn applied(&self, object: Arc<DynamicObject>) {
+        self.owners.lock().index(object);
     }
 
-    /// The cached objects of `resource`'s kind with an owner reference to the UID `owner`:
-    /// a lookup per child, no scan of the cache.
-    pub(crate) fn owned_by(&self, resource: &ApiResource, owner: &str) -> Vec<Arc<DynamicObject>> {
-        let places = self.owners.owned_by(owner);
-        let mut reference = ObjectRef::new_with("", resource.clone());
-        places
-            .iter()
-            .filter_map(|place| {
-                let (namespace, name) = &**place;
-                reference.namespace.clone_from(namespace);
-                reference.name.clone_from(name);
-                self.store.get(&reference)
-            })
-            .filter(|object| {
-                object
-                    .owner_references()
-                    .iter()
-                    .any(|reference| reference.uid == owner)
-            })
-            .collect()
+    /// The store dropped `object`: it is forgotten.
+    pub(crate) fn deleted(&self, object: &DynamicObject) {
+        let place = DynamicObject {
+            types: None,
+            metadata: kube::api::ObjectMeta {
+                name: object.metadata.name.clone(),
+                namespace: object.metadata.namespace.clone(),
+                ..kube::api::ObjectMeta::default()
+            },
+            data: serde_json::Value::Null,
+        };
+        self.owners.lock().unindex(&Placed(Arc::new(place)));
+    }
+
+    /// The store took a whole (re-)list: the index is rebuilt from it, so objects that
+    /// vanished meanwhile go.
+    pub(crate) fn listed(&self) {
+        self.owners.rebuild(self.store.state());
+    }
+
+    /// The cached objects with an owner reference to the UID `owner`: a lookup, no scan of
+    /// the cache.
+    pub(crate) fn owned_by(&self, owner: &str) -> Vec<Arc<DynamicObject>> {
+        self.owners.children(owner)
     }
 }
 
@@ -305,7 +341,7 @@ impl<R: Object> Cache<R> {
             return Vec::new();
         };
         self.cache
-            .owned_by(&self.resource, owner)
+            .owned_by(owner)
             .iter()
             .filter_map(|object| decode(object))
             .collect()
@@ -446,15 +482,25 @@ mod tests {
             }
         }
 
+        /// The store takes `event`, then the index follows, as the runtime's watch does.
         fn event(&mut self, event: Event<DynamicObject>) {
             self.writer.apply_watcher_event(&event);
-            self.cache.observe(&event);
+            match &event {
+                Event::Apply(object) => {
+                    let reference = ObjectRef::from_obj_with(object, self.resource.clone());
+                    self.cache
+                        .applied(self.cache.store().get(&reference).unwrap());
+                }
+                Event::Delete(object) => self.cache.deleted(object),
+                Event::InitDone => self.cache.listed(),
+                Event::Init | Event::InitApply(_) => {}
+            }
         }
 
         fn children(&self, owner: &str) -> Vec<String> {
             let mut names: Vec<_> = self
                 .cache
-                .owned_by(&self.resource, owner)
+                .owned_by(owner)
                 .iter()
                 .map(|object| object.name_any())
                 .collect();
@@ -506,18 +552,19 @@ mod tests {
     }
 
     #[test]
-    fn what_the_index_names_is_checked_against_the_store() {
+    fn the_index_holds_the_stores_own_newest_copy() {
         let mut watched = Watched::new();
         watched.event(Event::Apply(owned("a", &["u1"])));
-        // The store took a change the index has not followed yet (the event in flight).
-        watched
-            .writer
-            .apply_watcher_event(&Event::Apply(owned("a", &["u2"])));
-        assert!(watched.children("u1").is_empty());
-        watched
-            .writer
-            .apply_watcher_event(&Event::Delete(owned("a", &["u2"])));
-        assert!(watched.children("u2").is_empty());
+        watched.event(Event::Apply(config_map("a", "db", Some("u1"))));
+        let indexed = watched.cache.owned_by("u1");
+        let cached = watched
+            .cache
+            .store()
+            .get(&ObjectRef::new_with("a", watched.resource.clone()).within("ns"))
+            .unwrap();
+        assert_eq!(indexed.len(), 1);
+        assert!(Arc::ptr_eq(&indexed[0], &cached), "shared, not copied");
+        assert_eq!(indexed[0].labels()["app"], "db");
     }
 
     #[test]

@@ -288,26 +288,27 @@ impl Caches {
                     tracing::debug!("cache started");
                     let mut events = std::pin::pin!(events);
                     while let Some(event) = events.next().await {
-                        // The index follows the store before a subscriber hears of the change.
-                        if let Ok(event) = &event {
-                            cache.observe(event);
-                        }
+                        // The owner index follows the store before a subscriber hears of
+                        // the change.
                         match event {
                             Ok(Event::Apply(object)) => {
                                 metrics.cache_size(&name, store.len());
                                 let reference = ObjectRef::from_obj_with(&object, resource.clone());
                                 if let Some(cached) = store.get(&reference) {
+                                    cache.applied(cached.clone());
                                     feed.publish(&cached);
                                 }
                             }
                             Ok(Event::Delete(object)) => {
                                 metrics.cache_size(&name, store.len());
+                                cache.deleted(&object);
                                 feed.publish(&Arc::new(object));
                             }
                             // Published once the list is in the store (see `publish_listed`).
                             Ok(Event::Init | Event::InitApply(_)) => {}
                             Ok(Event::InitDone) => {
                                 metrics.cache_size(&name, store.len());
+                                cache.listed();
                                 publish_listed(&store, &feed);
                             }
                             Err(err) => {

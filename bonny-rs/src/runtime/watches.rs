@@ -97,7 +97,7 @@ impl OwnedCaches {
     pub(crate) fn owned_by(&self, resource: &ApiResource, owner: &str) -> Vec<Arc<DynamicObject>> {
         self.stores
             .get(&key(resource))
-            .map(|(resource, cache)| cache.owned_by(resource, owner))
+            .map(|(_, cache)| cache.owned_by(owner))
             .unwrap_or_default()
     }
 }
