@@ -44,10 +44,12 @@ impl Hash for Placed {
     }
 }
 
-/// The indexed children of one owner; most owners have one.
+/// The indexed children of one owner; most owners have one (then no set is allocated).
 enum Children {
     One(Placed),
-    Many(HashSet<Placed>),
+    // Boxed so that every owner's map entry stays two words, not a whole set's header.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashSet<Placed>>),
 }
 
 impl Children {
@@ -55,7 +57,7 @@ impl Children {
     fn insert(&mut self, child: Placed) {
         match self {
             Self::One(one) if *one == child => *one = child,
-            Self::One(one) => *self = Self::Many(HashSet::from([one.clone(), child])),
+            Self::One(one) => *self = Self::Many(Box::new(HashSet::from([one.clone(), child]))),
             Self::Many(many) => {
                 many.replace(child);
             }
