@@ -16,7 +16,7 @@ use std::{
 
 use kube::{
     Resource, ResourceExt,
-    api::{ApiResource, DynamicObject},
+    api::{ApiResource, DynamicObject, ObjectMeta},
     core::{Selector, SelectorExt},
     runtime::reflector::{ObjectRef, Store},
 };
@@ -217,10 +217,10 @@ impl KindCache {
     pub(crate) fn deleted(&self, object: &DynamicObject) {
         let place = DynamicObject {
             types: None,
-            metadata: kube::api::ObjectMeta {
+            metadata: ObjectMeta {
                 name: object.metadata.name.clone(),
                 namespace: object.metadata.namespace.clone(),
-                ..kube::api::ObjectMeta::default()
+                ..ObjectMeta::default()
             },
             data: serde_json::Value::Null,
         };
