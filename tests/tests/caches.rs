@@ -15,7 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bonny::{prelude::*, testing::TestEnv};
+use bonny::{
+    prelude::*,
+    testing::{AuditRecord, TestEnv},
+};
 use bonny_e2e::{
     copier::{Copier, CopierController, Reconciles, copier},
     eventually,
@@ -119,6 +122,37 @@ async fn open_watches(env: &TestEnv, resource: &str) -> usize {
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as usize
+}
+
+/// The request URIs of the watches of `resource` in `namespace` that `audit` recorded.
+fn watches_in(audit: &[AuditRecord], resource: &str, namespace: &str) -> Vec<String> {
+    audit
+        .iter()
+        .filter(|record| {
+            record.verb == "watch" && record.resource == resource && record.namespace == namespace
+        })
+        .map(|record| record.request_uri.clone())
+        .collect()
+}
+
+/// The audit log once it recorded at least `open` ended watches of `resource` in
+/// `namespaces`: it records a watch only once the API server saw its connection close, which
+/// may come a moment after the operator stopped.
+async fn audited(
+    env: &TestEnv,
+    open: usize,
+    resource: &str,
+    namespaces: &[&str],
+) -> Vec<AuditRecord> {
+    eventually("the operator's watches to be audited", WAIT, || async {
+        let audit = env.audit_log().unwrap();
+        let ended: usize = namespaces
+            .iter()
+            .map(|namespace| watches_in(&audit, resource, namespace).len())
+            .sum();
+        (ended >= open).then_some(audit)
+    })
+    .await
 }
 
 /// A free local port (bound, then released for the replica to bind).
@@ -330,6 +364,8 @@ async fn two_controllers_owning_configmaps_share_one_watch() {
     let client = env.client();
     let namespace = "shared";
     env.create_namespace(namespace).await.unwrap();
+    // The API server's own clients watch ConfigMaps too (in kube-system).
+    let others = open_watches(&env, "configmaps").await;
     let running = InProcess::start(
         InProcess::builder("shared-e2e", client.clone(), namespace)
             .controller(WidgetController::default())
@@ -378,20 +414,13 @@ async fn two_controllers_owning_configmaps_share_one_watch() {
         },
     )
     .await;
+    let open = open_watches(&env, "configmaps").await - others;
     running.stop().await;
 
-    // The audit log records a watch once it ended: every ConfigMap watch the operator opened.
-    let watches: Vec<String> = env
-        .audit_log()
-        .unwrap()
-        .into_iter()
-        .filter(|record| {
-            record.verb == "watch"
-                && record.resource == "configmaps"
-                && record.namespace == namespace
-        })
-        .map(|record| record.request_uri)
-        .collect();
+    // The audit log: every ConfigMap watch the operator opened, once each ended.
+    let audit = audited(&env, open, "configmaps", &[namespace]).await;
+    let watches = watches_in(&audit, "configmaps", namespace);
+    assert_eq!(open, 1, "open ConfigMap watches of the operator");
     println!("figures: ConfigMap watches of two controllers owning ConfigMaps: {watches:?}");
     assert_eq!(watches.len(), 1, "{watches:?}");
     let uri = watches[0].replace("%2F", "/").replace("%2C", ",");
@@ -588,31 +617,11 @@ async fn a_kind_owned_and_watched_by_one_controller_and_watched_by_another_is_wa
     );
     assert_eq!(open, scopes.len(), "one open ConfigMap watch per scope");
 
-    // The audit log records a watch once it ended: every watch the operator opened, once the
-    // API server has seen each connection close.
-    let watches = |audit: &[bonny::testing::AuditRecord], resource: &str, namespace: &str| {
-        audit
-            .iter()
-            .filter(|record| {
-                record.verb == "watch"
-                    && record.resource == resource
-                    && record.namespace == namespace
-            })
-            .map(|record| record.request_uri.clone())
-            .collect::<Vec<_>>()
-    };
-    let audit = eventually("the open watches to be audited", WAIT, || async {
-        let audit = env.audit_log().unwrap();
-        let ended: usize = scopes
-            .iter()
-            .map(|namespace| watches(&audit, "configmaps", namespace).len())
-            .sum();
-        (ended >= open).then_some(audit)
-    })
-    .await;
+    // The audit log: every watch the operator opened, once each ended.
+    let audit = audited(&env, open, "configmaps", &scopes).await;
     for namespace in scopes {
-        let configmaps = watches(&audit, "configmaps", namespace);
-        let secrets = watches(&audit, "secrets", namespace);
+        let configmaps = watches_in(&audit, "configmaps", namespace);
+        let secrets = watches_in(&audit, "secrets", namespace);
         println!(
             "figures: {namespace}: ConfigMap watches of one controller owning and watching \
              ConfigMaps and one watching them: {} {configmaps:?}; Secret watches: {}",
