@@ -1,6 +1,7 @@
 //! The SDK's watch caches on a real kube-apiserver: lean (objects the SDK did not create are
-//! neither streamed nor cached), shared (controllers owning one kind open one watch), and warm
-//! (a standby that keeps its caches synced takes over without listing).
+//! neither streamed nor cached), shared (controllers owning one kind open one watch, and so do
+//! controllers owning and watching it), and warm (a standby that keeps its caches synced takes
+//! over without listing).
 //!
 //! Sizes: `BONNY_E2E_FOREIGN` foreign ConfigMaps of 2 KiB (default 300; the issue's figure is
 //! 2000), `BONNY_E2E_FAILOVER_N` widgets for the failover (default 100; 500 for the figure).
@@ -8,24 +9,30 @@
 #![allow(clippy::unwrap_used)]
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
     process::Stdio,
     time::{Duration, Instant},
 };
 
-use bonny::{prelude::*, testing::TestEnv};
+use bonny::{
+    prelude::*,
+    testing::{AuditRecord, TestEnv},
+};
 use bonny_e2e::{
+    copier::{Copier, CopierController, Reconciles, copier},
     eventually,
     in_process::InProcess,
     init_tracing,
-    widget::{Gadget, GadgetSpec, Widget, WidgetController, widget},
+    widget::{Gadget, GadgetSpec, GadgetStatus, Widget, WidgetController, widget},
 };
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     Api, CustomResourceExt, ResourceExt,
-    api::{DeleteParams, ListParams, ObjectMeta, PostParams},
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
+use serde_json::json;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     process::{Child, Command},
@@ -101,6 +108,51 @@ fn sample(text: &str, metric: &str, labels: &str) -> Option<f64> {
         .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
         .collect();
     (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// The watches of `resource` open now, in every namespace, as the API server counts them
+/// (`apiserver_longrunning_requests`).
+async fn open_watches(env: &TestEnv, resource: &str) -> usize {
+    let text = env.apiserver_metrics().await.unwrap();
+    let metric = "apiserver_longrunning_requests{";
+    let resource = format!("resource=\"{resource}\"");
+    text.lines()
+        .filter(|line| {
+            line.starts_with(metric) && line.contains(&resource) && line.contains("verb=\"WATCH\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as usize
+}
+
+/// The request URIs of the watches of `resource` in `namespace` that `audit` recorded.
+fn watches_in(audit: &[AuditRecord], resource: &str, namespace: &str) -> Vec<String> {
+    audit
+        .iter()
+        .filter(|record| {
+            record.verb == "watch" && record.resource == resource && record.namespace == namespace
+        })
+        .map(|record| record.request_uri.clone())
+        .collect()
+}
+
+/// The audit log once it recorded at least `open` ended watches of `resource` in
+/// `namespaces`: it records a watch only once the API server saw its connection close, which
+/// may come a moment after the operator stopped.
+async fn audited(
+    env: &TestEnv,
+    open: usize,
+    resource: &str,
+    namespaces: &[&str],
+) -> Vec<AuditRecord> {
+    eventually("the operator's watches to be audited", WAIT, || async {
+        let audit = env.audit_log().unwrap();
+        let ended: usize = namespaces
+            .iter()
+            .map(|namespace| watches_in(&audit, resource, namespace).len())
+            .sum();
+        (ended >= open).then_some(audit)
+    })
+    .await
 }
 
 /// A free local port (bound, then released for the replica to bind).
@@ -312,6 +364,8 @@ async fn two_controllers_owning_configmaps_share_one_watch() {
     let client = env.client();
     let namespace = "shared";
     env.create_namespace(namespace).await.unwrap();
+    // The API server's own clients watch ConfigMaps too (in kube-system).
+    let others = open_watches(&env, "configmaps").await;
     let running = InProcess::start(
         InProcess::builder("shared-e2e", client.clone(), namespace)
             .controller(WidgetController::default())
@@ -360,20 +414,13 @@ async fn two_controllers_owning_configmaps_share_one_watch() {
         },
     )
     .await;
+    let open = open_watches(&env, "configmaps").await - others;
     running.stop().await;
 
-    // The audit log records a watch once it ended: every ConfigMap watch the operator opened.
-    let watches: Vec<String> = env
-        .audit_log()
-        .unwrap()
-        .into_iter()
-        .filter(|record| {
-            record.verb == "watch"
-                && record.resource == "configmaps"
-                && record.namespace == namespace
-        })
-        .map(|record| record.request_uri)
-        .collect();
+    // The audit log: every ConfigMap watch the operator opened, once each ended.
+    let audit = audited(&env, open, "configmaps", &[namespace]).await;
+    let watches = watches_in(&audit, "configmaps", namespace);
+    assert_eq!(open, 1, "open ConfigMap watches of the operator");
     println!("figures: ConfigMap watches of two controllers owning ConfigMaps: {watches:?}");
     assert_eq!(watches.len(), 1, "{watches:?}");
     let uri = watches[0].replace("%2F", "/").replace("%2C", ",");
@@ -381,6 +428,214 @@ async fn two_controllers_owning_configmaps_share_one_watch() {
         uri.contains("bonny.dev/controller") && uri.contains("gadget,widget"),
         "the one watch selects both controllers' labels: {uri}"
     );
+}
+
+/// A controller of Gadgets that owns ConfigMaps and watches them too: `<name>-mirror` holds
+/// `data.value` of the ConfigMap its `spec.label` names, read from the cache, and its status
+/// counts the Gadget's cached children (`Cache::owned_by_me`, served by the owner index).
+#[derive(Clone, Default)]
+struct MirrorController;
+
+impl Controller for MirrorController {
+    type Resource = Gadget;
+
+    fn config(&self) -> Config<Gadget> {
+        Config::new().name("mirror").owns::<ConfigMap>().watches(
+            Mapper::<Gadget, ConfigMap>::field("spec.label", |gadget: &Gadget| {
+                Some(gadget.spec.label.clone())
+            }),
+        )
+    }
+}
+
+impl Reconcile<Gadget> for MirrorController {
+    async fn apply(&self, axn: &mut Axn<Gadget>) -> Result<Action, ReconcileError> {
+        let namespace = axn.namespace().unwrap_or_default();
+        let cache = axn.cache::<ConfigMap>()?;
+        let value = cache
+            .get(&namespace, &axn.object().spec.label)
+            .and_then(|source| source.data?.get("value").cloned());
+        let children = cache.owned_by_me().len();
+        axn.register_descendant(ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(format!("{}-mirror", axn.name())),
+                ..ObjectMeta::default()
+            },
+            data: value.map(|value| [("value".to_owned(), value)].into()),
+            ..ConfigMap::default()
+        })?;
+        axn.set_status(GadgetStatus {
+            seen: Some(format!("{children} children")),
+        })?;
+        Ok(Action::await_change())
+    }
+}
+
+/// The copier reconciles counted once none has come for a while: what follows the
+/// controllers' own writes is over, so a count taken now moves only for what the test does.
+async fn settled(reconciles: &Reconciles) -> HashMap<String, usize> {
+    const QUIET: Duration = Duration::from_millis(500);
+    let deadline = Instant::now() + WAIT;
+    let mut seen = reconciles.all();
+    loop {
+        tokio::time::sleep(QUIET).await;
+        let now = reconciles.all();
+        if now == seen {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reconciles never settled: {now:?}"
+        );
+        seen = now;
+    }
+}
+
+#[tokio::test]
+async fn a_kind_owned_and_watched_by_one_controller_and_watched_by_another_is_watched_once() {
+    let _serial = SERIAL.lock().await;
+    let env = env().await;
+    env.install_crd(Gadget::crd()).await.unwrap();
+    env.install_crd(Copier::crd()).await.unwrap();
+    let client = env.client();
+    let scopes = ["both-a", "both-b"];
+    let post = PostParams::default();
+    for namespace in scopes {
+        env.create_namespace(namespace).await.unwrap();
+        let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+        for (name, value) in [("src", "1"), ("other", "x")] {
+            let source = ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    ..ObjectMeta::default()
+                },
+                data: Some([("value".to_owned(), value.to_owned())].into()),
+                ..ConfigMap::default()
+            };
+            maps.create(&post, &source).await.unwrap();
+        }
+        let copiers: Api<Copier> = Api::namespaced(client.clone(), namespace);
+        for (name, source) in [("copies-src", "src"), ("copies-other", "other")] {
+            let name = format!("{name}-{namespace}");
+            copiers
+                .create(&post, &copier(&name, Some(source)))
+                .await
+                .unwrap();
+        }
+        let gadgets: Api<Gadget> = Api::namespaced(client.clone(), namespace);
+        gadgets
+            .create(
+                &post,
+                &Gadget::new(
+                    "g",
+                    GadgetSpec {
+                        label: "src".into(),
+                    },
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    // The API server's own clients watch ConfigMaps too (in kube-system).
+    let others = open_watches(&env, "configmaps").await;
+    let copier_controller = CopierController::default();
+    let reconciles = copier_controller.reconciles.clone();
+    let running = InProcess::start(
+        InProcess::builder("both-e2e", client.clone(), scopes[0])
+            .watch_namespace(scopes[1])
+            .controller(MirrorController)
+            .controller(copier_controller),
+    );
+
+    // Both controllers read the one shared cache: copies, the mirror and its child count.
+    let converged = |namespace: &'static str, value: &'static str| {
+        let copiers: Api<Copier> = Api::namespaced(client.clone(), namespace);
+        let gadgets: Api<Gadget> = Api::namespaced(client.clone(), namespace);
+        let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+        async move {
+            eventually("the copiers and the mirror to converge", WAIT, || async {
+                let copied = |name: String| {
+                    let copiers = copiers.clone();
+                    async move { copiers.get(&name).await.unwrap().status?.copied }
+                };
+                let mirrored = maps
+                    .get_opt("g-mirror")
+                    .await
+                    .unwrap()
+                    .and_then(|child| child.data?.get("value").cloned());
+                let seen = gadgets.get("g").await.unwrap().status.and_then(|s| s.seen);
+                let now = (
+                    copied(format!("copies-src-{namespace}")).await,
+                    copied(format!("copies-other-{namespace}")).await,
+                    mirrored,
+                    seen,
+                );
+                let want = (
+                    Some(value.to_owned()),
+                    Some("x".to_owned()),
+                    Some(value.to_owned()),
+                    Some("1 children".to_owned()),
+                );
+                (now == want).then_some(())
+            })
+            .await;
+        }
+    };
+    for namespace in scopes {
+        converged(namespace, "1").await;
+    }
+
+    // A related change reaches the primaries naming it in its scope, and only them.
+    let before = settled(&reconciles).await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), scopes[0]);
+    maps.patch(
+        "src",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "data": { "value": "2" } })),
+    )
+    .await
+    .unwrap();
+    converged(scopes[0], "2").await;
+    converged(scopes[1], "1").await;
+    let after = settled(&reconciles).await;
+    let moved =
+        |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+    assert!(moved("copies-src-both-a") >= 1, "{before:?} -> {after:?}");
+    for name in [
+        "copies-other-both-a",
+        "copies-src-both-b",
+        "copies-other-both-b",
+    ] {
+        assert_eq!(moved(name), 0, "{name}: {before:?} -> {after:?}");
+    }
+    // The operator's watches open now, as the API server counts them (over both scopes).
+    let open = open_watches(&env, "configmaps").await - others;
+    running.stop().await;
+    println!(
+        "figures: ConfigMap watches the operator had open while both controllers ran, over two \
+         scopes: {open} (the API server's own: {others})"
+    );
+    assert_eq!(open, scopes.len(), "one open ConfigMap watch per scope");
+
+    // The audit log: every watch the operator opened, once each ended.
+    let audit = audited(&env, open, "configmaps", &scopes).await;
+    for namespace in scopes {
+        let configmaps = watches_in(&audit, "configmaps", namespace);
+        let secrets = watches_in(&audit, "secrets", namespace);
+        println!(
+            "figures: {namespace}: ConfigMap watches of one controller owning and watching \
+             ConfigMaps and one watching them: {} {configmaps:?}; Secret watches: {}",
+            configmaps.len(),
+            secrets.len()
+        );
+        assert_eq!(configmaps.len(), 1, "{namespace}: {configmaps:?}");
+        assert!(
+            !configmaps[0].contains("labelSelector"),
+            "a watched kind is watched whole: {}",
+            configmaps[0]
+        );
+        assert_eq!(secrets.len(), 1, "{namespace}: {secrets:?}");
+    }
 }
 
 /// What one failover measured.

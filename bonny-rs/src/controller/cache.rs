@@ -2,35 +2,260 @@
 //! ([`Axn::cache`](super::Axn::cache)): the objects of the owned and watched kinds, without a
 //! request.
 //!
-//! The runtime fills [`Caches`] with the stores of its watches; this module only reads them.
+//! The runtime fills [`Caches`] with the shared caches of its watches ([`KindCache`]: a store
+//! and the index of its objects by owner) and keeps each index up to date from its watch's
+//! events; this module defines them and reads them.
 
-use std::{collections::HashMap, fmt, marker::PhantomData};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    hash::{Hash, Hasher},
+    marker::PhantomData,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
 
 use kube::{
     Resource, ResourceExt,
-    api::{ApiResource, DynamicObject},
+    api::{ApiResource, DynamicObject, ObjectMeta},
     core::{Selector, SelectorExt},
     runtime::reflector::{ObjectRef, Store},
 };
 
 use super::{Object, ReconcileError, related::decode};
 
+/// A cached object, compared and hashed by where it is (namespace and name) alone: a set of
+/// them holds one version of each object, the store's own copy (shared, not cloned).
+#[derive(Clone)]
+struct Placed(Arc<DynamicObject>);
+
+impl PartialEq for Placed {
+    fn eq(&self, other: &Self) -> bool {
+        let (this, that) = (&self.0.metadata, &other.0.metadata);
+        this.namespace == that.namespace && this.name == that.name
+    }
+}
+
+impl Eq for Placed {}
+
+impl Hash for Placed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.metadata.namespace.hash(state);
+        self.0.metadata.name.hash(state);
+    }
+}
+
+/// The indexed children of one owner; most owners have one (then no set is allocated).
+enum Children {
+    One(Placed),
+    // Boxed so that every owner's map entry stays two words, not a whole set's header.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashSet<Placed>>),
+}
+
+impl Children {
+    /// Adds `child`, or replaces the version held of it.
+    fn insert(&mut self, child: Placed) {
+        match self {
+            Self::One(one) if *one == child => *one = child,
+            Self::One(one) => *self = Self::Many(Box::new(HashSet::from([one.clone(), child]))),
+            Self::Many(many) => {
+                many.replace(child);
+            }
+        }
+    }
+
+    /// Removes `child`; whether any child is left.
+    fn remove(&mut self, child: &Placed) -> bool {
+        match self {
+            Self::One(one) => one != child,
+            Self::Many(many) => {
+                many.remove(child);
+                !many.is_empty()
+            }
+        }
+    }
+
+    fn objects(&self) -> Vec<Arc<DynamicObject>> {
+        match self {
+            Self::One(one) => vec![one.0.clone()],
+            Self::Many(many) => many.iter().map(|child| child.0.clone()).collect(),
+        }
+    }
+}
+
+/// The cached objects of one kind by the UIDs their owner references name, so that "the
+/// children of this owner" costs a lookup rather than a scan of the cache.
+///
+/// Only objects with owner references are indexed, each as the store's own copy. The index
+/// follows its cache's watch ([`KindCache::applied`], [`KindCache::deleted`],
+/// [`KindCache::listed`]), right after the store took each event.
+#[derive(Default)]
+struct OwnerIndex {
+    state: Mutex<OwnerState>,
+}
+
+#[derive(Default)]
+struct OwnerState {
+    /// Every indexed object, as last indexed (its owner references say where it is filed).
+    indexed: HashSet<Placed>,
+    /// The objects naming each owner UID.
+    children: HashMap<Box<str>, Children>,
+}
+
+impl OwnerIndex {
+    fn lock(&self) -> MutexGuard<'_, OwnerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn rebuild(&self, objects: Vec<Arc<DynamicObject>>) {
+        let mut state = OwnerState::default();
+        for object in objects {
+            state.index(object);
+        }
+        *self.lock() = state;
+    }
+
+    fn children(&self, owner: &str) -> Vec<Arc<DynamicObject>> {
+        self.lock()
+            .children
+            .get(owner)
+            .map(Children::objects)
+            .unwrap_or_default()
+    }
+
+    /// How many objects are indexed, and how many distinct owners they name.
+    #[cfg(test)]
+    fn sizes(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.indexed.len(), state.children.len())
+    }
+}
+
+impl OwnerState {
+    /// Files `object` under the owners it names now, and no longer under those its indexed
+    /// version named.
+    fn index(&mut self, object: Arc<DynamicObject>) {
+        let placed = Placed(object);
+        self.unindex(&placed);
+        let owners = owner_uids(&placed.0);
+        if owners.is_empty() {
+            return;
+        }
+        for owner in owners {
+            match self.children.get_mut(owner) {
+                Some(children) => children.insert(placed.clone()),
+                None => {
+                    self.children
+                        .insert(owner.into(), Children::One(placed.clone()));
+                }
+            }
+        }
+        self.indexed.insert(placed);
+    }
+
+    /// Forgets the object where `placed` is.
+    fn unindex(&mut self, placed: &Placed) {
+        let Some(old) = self.indexed.take(placed) else {
+            return;
+        };
+        for owner in owner_uids(&old.0) {
+            if let Some(children) = self.children.get_mut(owner)
+                && !children.remove(&old)
+            {
+                self.children.remove(owner);
+            }
+        }
+    }
+}
+
+/// The distinct owner UIDs `object` names.
+fn owner_uids(object: &DynamicObject) -> Vec<&str> {
+    let mut uids: Vec<&str> = object
+        .owner_references()
+        .iter()
+        .map(|reference| reference.uid.as_str())
+        .collect();
+    uids.sort_unstable();
+    uids.dedup();
+    uids
+}
+
+/// One shared watch cache as controllers read it: the store of one kind in one namespace
+/// scope, and the index of its objects by owner UID. Cheap to clone; clones share both.
+#[derive(Clone)]
+pub(crate) struct KindCache {
+    store: Store<DynamicObject>,
+    owners: Arc<OwnerIndex>,
+}
+
+impl From<Store<DynamicObject>> for KindCache {
+    /// `store` with an index of what it holds now, kept up to date by the watch filling the
+    /// store ([`KindCache::applied`], [`KindCache::deleted`], [`KindCache::listed`]).
+    fn from(store: Store<DynamicObject>) -> Self {
+        let cache = Self {
+            store,
+            owners: Arc::default(),
+        };
+        cache.listed();
+        cache
+    }
+}
+
+impl KindCache {
+    /// The store.
+    pub(crate) fn store(&self) -> &Store<DynamicObject> {
+        &self.store
+    }
+
+    /// The store took `object` (its own copy): it is filed under the owners it names now,
+    /// and no longer under those its previous version named.
+    pub(crate) fn applied(&self, object: Arc<DynamicObject>) {
+        self.owners.lock().index(object);
+    }
+
+    /// The store dropped `object`: it is forgotten.
+    pub(crate) fn deleted(&self, object: &DynamicObject) {
+        let place = DynamicObject {
+            types: None,
+            metadata: ObjectMeta {
+                name: object.metadata.name.clone(),
+                namespace: object.metadata.namespace.clone(),
+                ..ObjectMeta::default()
+            },
+            data: serde_json::Value::Null,
+        };
+        self.owners.lock().unindex(&Placed(Arc::new(place)));
+    }
+
+    /// The store took a whole (re-)list: the index is rebuilt from it, so objects that
+    /// vanished meanwhile go.
+    pub(crate) fn listed(&self) {
+        self.owners.rebuild(self.store.state());
+    }
+
+    /// The cached objects with an owner reference to the UID `owner`: a lookup, no scan of
+    /// the cache.
+    pub(crate) fn owned_by(&self, owner: &str) -> Vec<Arc<DynamicObject>> {
+        self.owners.children(owner)
+    }
+}
+
 /// The watch caches of one controller scope, by kind (group and kind).
 #[derive(Clone, Default)]
 pub(crate) struct Caches {
-    stores: HashMap<(String, String), (ApiResource, Store<DynamicObject>)>,
+    stores: HashMap<(String, String), (ApiResource, KindCache)>,
 }
 
 impl Caches {
-    /// Serve reads of `resource` objects from `store`.
-    pub(crate) fn add(&mut self, resource: ApiResource, store: Store<DynamicObject>) {
+    /// Serve reads of `resource` objects from `cache`.
+    pub(crate) fn add(&mut self, resource: ApiResource, cache: impl Into<KindCache>) {
         self.stores.insert(
             (resource.group.clone(), resource.kind.clone()),
-            (resource, store),
+            (resource, cache.into()),
         );
     }
 
-    fn store<R: Object>(&self) -> Option<&(ApiResource, Store<DynamicObject>)> {
+    fn store<R: Object>(&self) -> Option<&(ApiResource, KindCache)> {
         self.stores
             .get(&(R::group(&()).into_owned(), R::kind(&()).into_owned()))
     }
@@ -41,7 +266,7 @@ impl Caches {
         owner: Option<String>,
         controller: &str,
     ) -> Result<Cache<R>, ReconcileError> {
-        let (resource, store) = self.store::<R>().ok_or_else(|| {
+        let (resource, cache) = self.store::<R>().ok_or_else(|| {
             let kind = R::kind(&());
             ReconcileError::msg(format!(
                 "the controller {controller} has no cache of {kind} objects: it neither owns nor \
@@ -52,7 +277,7 @@ impl Caches {
         })?;
         Ok(Cache {
             resource: resource.clone(),
-            store: store.clone(),
+            cache: cache.clone(),
             owner,
             kind: PhantomData,
         })
@@ -83,7 +308,7 @@ impl fmt::Debug for Caches {
 /// Each read decodes the cached objects it returns (the caches are untyped, shared by kind).
 pub struct Cache<R> {
     resource: ApiResource,
-    store: Store<DynamicObject>,
+    cache: KindCache,
     owner: Option<String>,
     kind: PhantomData<fn() -> R>,
 }
@@ -92,7 +317,8 @@ impl<R: Object> Cache<R> {
     /// The object `name` in `namespace`, if the cache holds it.
     pub fn get(&self, namespace: &str, name: &str) -> Option<R> {
         let reference = ObjectRef::new_with(name, self.resource.clone()).within(namespace);
-        self.store
+        self.cache
+            .store
             .get(&reference)
             .and_then(|object| decode(&object))
     }
@@ -109,20 +335,23 @@ impl<R: Object> Cache<R> {
     }
 
     /// The cached objects with an owner reference to the object being reconciled (by uid).
+    ///
+    /// Served from an index by owner: the cost grows with the children of this object, not
+    /// with the objects cached.
     pub fn owned_by_me(&self) -> Vec<R> {
         let Some(owner) = self.owner.as_deref() else {
             return Vec::new();
         };
-        self.matching(|object| {
-            object
-                .owner_references()
-                .iter()
-                .any(|reference| reference.uid == owner)
-        })
+        self.cache
+            .owned_by(owner)
+            .iter()
+            .filter_map(|object| decode(object))
+            .collect()
     }
 
     fn matching(&self, keep: impl Fn(&DynamicObject) -> bool) -> Vec<R> {
-        self.store
+        self.cache
+            .store
             .state()
             .iter()
             .filter(|object| keep(object))
@@ -135,7 +364,7 @@ impl<R: Resource<DynamicType = ()>> fmt::Debug for Cache<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
             .field("kind", &R::kind(&()))
-            .field("objects", &self.store.len())
+            .field("objects", &self.cache.store.len())
             .finish()
     }
 }
@@ -217,6 +446,147 @@ mod tests {
             .collect();
         assert_eq!(mine, ["a"]);
         assert_eq!(cache.list().len(), 3);
+    }
+
+    fn owned(name: &str, owners: &[&str]) -> DynamicObject {
+        let mut object = config_map(name, "web", None);
+        object.metadata.owner_references = Some(
+            owners
+                .iter()
+                .map(|uid| OwnerReference {
+                    uid: (*uid).into(),
+                    name: "w".into(),
+                    kind: "Widget".into(),
+                    api_version: "example.com/v1".into(),
+                    ..OwnerReference::default()
+                })
+                .collect(),
+        );
+        object
+    }
+
+    /// A cache and its writer, the writer's events followed by the index as the runtime does.
+    struct Watched {
+        writer: Writer<DynamicObject>,
+        cache: KindCache,
+        resource: ApiResource,
+    }
+
+    impl Watched {
+        fn new() -> Self {
+            let resource = ApiResource::erase::<ConfigMap>(&());
+            let writer = Writer::new(resource.clone());
+            let cache = KindCache::from(writer.as_reader());
+            Self {
+                writer,
+                cache,
+                resource,
+            }
+        }
+
+        /// The store takes `event`, then the index follows, as the runtime's watch does.
+        fn event(&mut self, event: Event<DynamicObject>) {
+            self.writer.apply_watcher_event(&event);
+            match &event {
+                Event::Apply(object) => {
+                    let reference = ObjectRef::from_obj_with(object, self.resource.clone());
+                    self.cache
+                        .applied(self.cache.store().get(&reference).unwrap());
+                }
+                Event::Delete(object) => self.cache.deleted(object),
+                Event::InitDone => self.cache.listed(),
+                Event::Init | Event::InitApply(_) => {}
+            }
+        }
+
+        fn children(&self, owner: &str) -> Vec<String> {
+            let mut names: Vec<_> = self
+                .cache
+                .owned_by(owner)
+                .iter()
+                .map(|object| object.name_any())
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    #[test]
+    fn the_owner_index_follows_applies_owner_changes_and_deletes() {
+        let mut watched = Watched::new();
+        watched.event(Event::Apply(owned("a", &["u1"])));
+        watched.event(Event::Apply(owned("b", &["u1", "u2"])));
+        watched.event(Event::Apply(owned("c", &[])));
+        assert_eq!(watched.children("u1"), ["a", "b"]);
+        assert_eq!(watched.children("u2"), ["b"]);
+        assert!(watched.children("u3").is_empty());
+        assert_eq!(watched.cache.owners.sizes(), (2, 2), "c names no owner");
+        // b moves from u1 and u2 to u3; a changes but keeps its owner.
+        watched.event(Event::Apply(owned("b", &["u3"])));
+        watched.event(Event::Apply(config_map("a", "db", Some("u1"))));
+        assert_eq!(watched.children("u1"), ["a"]);
+        assert!(watched.children("u2").is_empty());
+        assert_eq!(watched.children("u3"), ["b"]);
+        assert_eq!(watched.cache.owners.sizes(), (2, 2), "u2 is forgotten");
+        // b drops its owners, a is deleted: nothing is left.
+        watched.event(Event::Apply(owned("b", &[])));
+        watched.event(Event::Delete(owned("a", &["u1"])));
+        assert!(watched.children("u1").is_empty());
+        assert!(watched.children("u3").is_empty());
+        assert_eq!(watched.cache.owners.sizes(), (0, 0));
+    }
+
+    #[test]
+    fn a_relist_rebuilds_the_owner_index_without_what_vanished() {
+        let mut watched = Watched::new();
+        watched.event(Event::Apply(owned("a", &["u1"])));
+        watched.event(Event::Apply(owned("b", &["u1"])));
+        watched.event(Event::Apply(owned("c", &["u2"])));
+        // The watch lost its place; meanwhile a vanished, b changed owner, d appeared.
+        watched.event(Event::Init);
+        watched.event(Event::InitApply(owned("b", &["u2"])));
+        watched.event(Event::InitApply(owned("c", &["u2"])));
+        watched.event(Event::InitApply(owned("d", &["u1"])));
+        watched.event(Event::InitDone);
+        assert_eq!(watched.children("u1"), ["d"]);
+        assert_eq!(watched.children("u2"), ["b", "c"]);
+        assert_eq!(watched.cache.owners.sizes(), (3, 2));
+    }
+
+    #[test]
+    fn the_index_holds_the_stores_own_newest_copy() {
+        let mut watched = Watched::new();
+        watched.event(Event::Apply(owned("a", &["u1"])));
+        watched.event(Event::Apply(config_map("a", "db", Some("u1"))));
+        let indexed = watched.cache.owned_by("u1");
+        let cached = watched
+            .cache
+            .store()
+            .get(&ObjectRef::new_with("a", watched.resource.clone()).within("ns"))
+            .unwrap();
+        assert_eq!(indexed.len(), 1);
+        assert!(Arc::ptr_eq(&indexed[0], &cached), "shared, not copied");
+        assert_eq!(indexed[0].labels()["app"], "db");
+    }
+
+    #[test]
+    fn a_cache_made_from_a_filled_store_indexes_what_it_holds() {
+        let cache = caches()
+            .cache::<ConfigMap>(Some("u2".into()), "widget")
+            .unwrap();
+        let mine: Vec<_> = cache
+            .owned_by_me()
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .collect();
+        assert_eq!(mine, ["b"]);
+        assert!(
+            caches()
+                .cache::<ConfigMap>(None, "widget")
+                .unwrap()
+                .owned_by_me()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub use axn::{APPLIED_HASH, Axn, DESCENDANT_LABEL, Phase};
 pub(crate) use axn::{Descendant, Effects};
 pub use backoff::Backoff;
 pub use cache::Cache;
-pub(crate) use cache::Caches;
+pub(crate) use cache::{Caches, KindCache};
 pub use condition::set_condition;
 pub use config::{Config, OwnedKind};
 pub use error::ReconcileError;

@@ -1,10 +1,14 @@
-//! The operator's watch caches of owned kinds: one per kind and namespace scope, shared by
-//! every controller of the operator that owns the kind, and lean.
+//! The operator's watch caches of owned and watched kinds: one per kind and namespace scope,
+//! shared by every controller of the operator that owns or watches the kind, indexed by owner,
+//! and lean.
 //!
-//! - **Shared**: controllers declare what they own ([`Caches::declare`]) before anything
-//!   starts; each kind and namespace scope then gets one watch and one store, whose selector is
-//!   the union of its controllers' (`bonny.dev/controller in (a,b)`). Each controller
-//!   subscribes to the objects the watch touched ([`Caches::subscribe`]).
+//! - **Shared**: controllers declare what they own ([`Caches::declare`]) and watch
+//!   ([`Caches::declare_watched`]) before anything starts; each kind and namespace scope then
+//!   gets one watch and one store, whose selector is the union of its controllers'
+//!   (`bonny.dev/controller in (a,b)`), or every object once one controller watches the kind.
+//!   Each controller subscribes to the objects the watch touched ([`Caches::subscribe`]).
+//! - **Indexed by owner**: each cache keeps its objects by owner UID ([`KindCache`]), so the
+//!   prune stage and `Cache::owned_by_me` look up one owner's children instead of scanning.
 //! - **Label-selected**: by default only objects carrying a declaring controller's
 //!   [`DESCENDANT_LABEL`] are watched, so objects the SDK did not create are neither streamed
 //!   nor cached. A controller that adopts existing children
@@ -37,7 +41,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::metadata::{self, Shape};
-use crate::{controller::DESCENDANT_LABEL, observe::Metrics};
+use crate::{
+    controller::{DESCENDANT_LABEL, KindCache},
+    observe::Metrics,
+};
 
 /// The annotation kubectl's client-side apply leaves: a second copy of the object.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -111,7 +118,7 @@ where
 enum Selection {
     /// Those labelled by one of these controllers.
     Controllers(BTreeSet<String>),
-    /// All of them: a controller adopts existing children.
+    /// All of them: a controller adopts existing children, or watches the kind.
     Everything,
 }
 
@@ -163,10 +170,10 @@ impl fmt::Display for Key {
     }
 }
 
-/// A started cache: its store and the feed of what its watch touched.
+/// A started cache: its store and owner index, and the feed of what its watch touched.
 #[derive(Clone)]
 struct Started {
-    store: Store<DynamicObject>,
+    cache: KindCache,
     feed: Arc<Feed<DynamicObject>>,
 }
 
@@ -178,8 +185,8 @@ struct Inner {
     started: HashMap<Key, Started>,
 }
 
-/// The registry of the operator's owned-kind caches, created once per operator run and shared
-/// by every controller registration. Cheap to clone.
+/// The registry of the operator's caches of owned and watched kinds, created once per operator
+/// run and shared by every controller registration. Cheap to clone.
 #[derive(Clone, Default)]
 pub(crate) struct Caches {
     inner: Arc<Mutex<Inner>>,
@@ -232,6 +239,27 @@ impl Caches {
             .add(controller, adopt);
     }
 
+    /// A controller watches `resource` (a related kind) in `namespace`: its cache holds every
+    /// object of the kind, since related kinds are not label-selected; `shape` as for
+    /// [`declare`](Self::declare). Call before [`start`].
+    ///
+    /// [`start`]: Self::start
+    pub(crate) fn declare_watched(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        shape: Shape,
+    ) {
+        let key = Key {
+            resource: resource.clone(),
+            namespace: namespace.map(str::to_owned),
+        };
+        let mut inner = self.lock();
+        let held = inner.shapes.entry(key.clone()).or_insert(shape);
+        *held = held.union(shape);
+        inner.declared.insert(key, Selection::Everything);
+    }
+
     /// Starts one watch per declared cache into `tasks`, each ending when `stop` is cancelled.
     /// A new start replaces the stores of the previous one.
     pub(crate) fn start(
@@ -258,9 +286,10 @@ impl Caches {
             }
             let writer = reflector::store::Writer::new(key.resource.clone());
             let store = writer.as_reader();
+            let cache = KindCache::from(store.clone());
             let feed = Arc::new(Feed::default());
             let started = Started {
-                store: store.clone(),
+                cache: cache.clone(),
                 feed: feed.clone(),
             };
             let name = key.to_string();
@@ -275,29 +304,34 @@ impl Caches {
             let resource = key.resource.clone();
             tasks.spawn(
                 async move {
-                    tracing::debug!("owned-kind cache started");
+                    tracing::debug!("cache started");
                     let mut events = std::pin::pin!(events);
                     while let Some(event) = events.next().await {
+                        // The owner index follows the store before a subscriber hears of
+                        // the change.
                         match event {
                             Ok(Event::Apply(object)) => {
                                 metrics.cache_size(&name, store.len());
                                 let reference = ObjectRef::from_obj_with(&object, resource.clone());
                                 if let Some(cached) = store.get(&reference) {
+                                    cache.applied(cached.clone());
                                     feed.publish(&cached);
                                 }
                             }
                             Ok(Event::Delete(object)) => {
                                 metrics.cache_size(&name, store.len());
+                                cache.deleted(&object);
                                 feed.publish(&Arc::new(object));
                             }
                             // Published once the list is in the store (see `publish_listed`).
                             Ok(Event::Init | Event::InitApply(_)) => {}
                             Ok(Event::InitDone) => {
                                 metrics.cache_size(&name, store.len());
+                                cache.listed();
                                 publish_listed(&store, &feed);
                             }
                             Err(err) => {
-                                tracing::warn!(error = %err, "owned-kind watch failed; retrying with backoff");
+                                tracing::warn!(error = %err, "cache watch failed; retrying with backoff");
                             }
                         }
                     }
@@ -308,23 +342,21 @@ impl Caches {
         }
     }
 
-    /// The store of the started cache of `resource` in `namespace`, and the objects its watch
-    /// touches from now on (for `trigger`ing the owners' reconciles).
+    /// The started cache of `resource` in `namespace` (store and owner index), and the objects
+    /// its watch touches from now on (for triggering the owners' or the mapped primaries'
+    /// reconciles).
     pub(crate) fn subscribe(
         &self,
         resource: &ApiResource,
         namespace: Option<&str>,
-    ) -> Option<(
-        Store<DynamicObject>,
-        mpsc::UnboundedReceiver<Arc<DynamicObject>>,
-    )> {
+    ) -> Option<(KindCache, mpsc::UnboundedReceiver<Arc<DynamicObject>>)> {
         let key = Key {
             resource: resource.clone(),
             namespace: namespace.map(str::to_owned),
         };
         let inner = self.lock();
         let started = inner.started.get(&key)?;
-        Some((started.store.clone(), started.feed.subscribe()))
+        Some((started.cache.clone(), started.feed.subscribe()))
     }
 
     /// The declared caches as `(cache, label selector)`, sorted (for logs and tests).
@@ -439,6 +471,23 @@ mod tests {
         caches.declare(&configmaps, Some("b"), "z", false, Shape::Metadata);
         assert_eq!(shape("a"), Some(Shape::Metadata));
         assert_eq!(shape("b"), Some(Shape::Full));
+    }
+
+    #[test]
+    fn a_watched_kind_widens_its_shared_cache_to_every_object() {
+        let caches = Caches::default();
+        let configmaps = ApiResource::erase::<ConfigMap>(&());
+        caches.declare(&configmaps, Some("n"), "a", false, Shape::Full);
+        caches.declare_watched(&configmaps, Some("n"), Shape::Full);
+        caches.declare(&configmaps, Some("n"), "b", false, Shape::Full);
+        caches.declare_watched(&configmaps, Some("m"), Shape::Metadata);
+        assert_eq!(
+            caches.selectors(),
+            [
+                ("configmaps/m".to_owned(), None),
+                ("configmaps/n".to_owned(), None),
+            ]
+        );
     }
 
     #[test]

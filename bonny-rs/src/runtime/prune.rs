@@ -1,10 +1,12 @@
 //! The prune stage: after a successful `apply`, delete the descendants of the object that an
 //! earlier reconcile registered and this one did not, for the owned kinds that are pruned.
 //!
-//! The candidates come from the owned kinds' watch caches, so a reconcile with nothing stale
-//! sends no request. Only an object that carries [`DESCENDANT_LABEL`] with this controller's
-//! name and an owner reference with `controller: true` to the object's UID qualifies: both say
-//! the SDK applied it for this object. Each delete is conditional on the UID and resource
+//! The candidates come from the owned kinds' watch caches, looked up by the object's UID in
+//! their owner index (no scan of the cache), so a reconcile with nothing stale sends no
+//! request and costs what the object's own children cost. Only an object that carries
+//! [`DESCENDANT_LABEL`] with this controller's name and an owner reference with
+//! `controller: true` to the object's UID qualifies: both say the SDK applied it for this
+//! object. Each delete is conditional on the UID and resource
 //! version the cache showed, so an object recreated or changed since is left for the next
 //! reconcile to judge. What was deleted is remembered until the cache no longer shows it, so
 //! a reconcile that runs before the watch reports the deletion does not delete it again.
@@ -22,40 +24,48 @@ use kube::{
 use super::watches::OwnedCaches;
 use crate::controller::{DESCENDANT_LABEL, Descendant, ReconcileError};
 
-/// The UIDs of descendants deleted by this controller scope that its cache still shows, per
-/// kind: at most the deletions whose watch event has not arrived yet.
+/// The descendants deleted by this controller scope that its cache still shows, per kind, by
+/// UID with their namespace and name: at most the deletions whose watch event has not arrived
+/// yet.
 #[derive(Debug, Default)]
 pub(crate) struct Pruned {
-    pending: Mutex<HashMap<(String, String), HashSet<String>>>,
+    pending: Mutex<HashMap<(String, String), HashMap<String, Place>>>,
 }
 
+/// Where a deleted descendant was: its namespace and name.
+type Place = (String, String);
+
 impl Pruned {
-    /// Forgets the deletions of `resource` objects the cache (`cached`) no longer shows, and
-    /// returns those it still shows.
-    fn still_cached(&self, resource: &ApiResource, cached: &[&DynamicObject]) -> HashSet<String> {
+    /// Forgets the deletions of `resource` objects the cache no longer shows, and returns the
+    /// UIDs of those it still shows. `shows(namespace, name, uid)` asks the cache about one
+    /// object, so the cost grows with the pending deletions, not with the cache.
+    fn still_cached(
+        &self,
+        resource: &ApiResource,
+        shows: impl Fn(&str, &str, &str) -> bool,
+    ) -> HashSet<String> {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(uids) = pending.get_mut(&kind(resource)) else {
+        let Some(deleted) = pending.get_mut(&kind(resource)) else {
             return HashSet::new();
         };
-        let shown: HashSet<&str> = cached
-            .iter()
-            .filter_map(|object| object.metadata.uid.as_deref())
-            .collect();
-        uids.retain(|uid| shown.contains(uid.as_str()));
-        let left = uids.clone();
-        if uids.is_empty() {
+        deleted.retain(|uid, (namespace, name)| shows(namespace, name, uid));
+        let left = deleted.keys().cloned().collect();
+        if deleted.is_empty() {
             pending.remove(&kind(resource));
         }
         left
     }
 
-    fn deleted(&self, resource: &ApiResource, uid: String) {
+    fn deleted(&self, resource: &ApiResource, stale: &Stale) {
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(kind(resource))
             .or_default()
-            .insert(uid);
+            .insert(
+                stale.uid.clone(),
+                (stale.namespace.clone(), stale.name.clone()),
+            );
     }
 }
 
@@ -133,32 +143,37 @@ pub(crate) async fn prune(
     registered: &[Descendant],
 ) -> Result<(), ReconcileError> {
     for &resource in kinds {
-        let listed = cache.list(resource);
-        let cached: Vec<&DynamicObject> = listed.iter().map(|object| &**object).collect();
-        let deleted = pruned.still_cached(resource, &cached);
-        let stale = stale(cached, resource, controller, owner, registered)
-            .into_iter()
-            .filter(|stale| !deleted.contains(&stale.uid));
-        for Stale {
-            namespace,
-            name,
-            uid,
-            resource_version,
-        } in stale
-        {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(client.clone(), &namespace, resource);
+        let children = cache.owned_by(resource, owner);
+        let deleted = pruned.still_cached(resource, |namespace, name, uid| {
+            cache
+                .object(resource, namespace, name)
+                .is_some_and(|object| object.metadata.uid.as_deref() == Some(uid))
+        });
+        let stale = stale(
+            children.iter().map(|object| &**object),
+            resource,
+            controller,
+            owner,
+            registered,
+        )
+        .into_iter()
+        .filter(|stale| !deleted.contains(&stale.uid));
+        for stale in stale {
+            let Stale {
+                namespace, name, ..
+            } = &stale;
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
             let params = DeleteParams {
                 preconditions: Some(Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version,
+                    uid: Some(stale.uid.clone()),
+                    resource_version: stale.resource_version.clone(),
                 }),
                 propagation_policy: Some(PropagationPolicy::Background),
                 ..DeleteParams::default()
             };
-            match api.delete(&name, &params).await {
+            match api.delete(name, &params).await {
                 Ok(_) => {
-                    pruned.deleted(resource, uid);
+                    pruned.deleted(resource, &stale);
                     tracing::info!(kind = %resource.kind, %namespace, %name, "pruned a descendant no longer registered");
                 }
                 // Gone already, or changed or recreated since the cache showed it.
@@ -234,18 +249,39 @@ mod tests {
     fn a_deletion_is_remembered_until_the_cache_drops_the_object() {
         let pruned = Pruned::default();
         let resource = ApiResource::erase::<ConfigMap>(&());
-        let old = object("old", json!({}), "owner", true);
-        assert!(pruned.still_cached(&resource, &[&old]).is_empty());
-        pruned.deleted(&resource, "uid-old".into());
+        // The cache as `shows` asks it: whether it holds `uid` at `namespace/name`.
+        let holding = |objects: &'static [&'static str]| {
+            move |namespace: &str, name: &str, uid: &str| {
+                namespace == "default" && objects.contains(&name) && uid == format!("uid-{name}")
+            }
+        };
+        assert!(pruned.still_cached(&resource, holding(&["old"])).is_empty());
+        pruned.deleted(
+            &resource,
+            &Stale {
+                namespace: "default".into(),
+                name: "old".into(),
+                uid: "uid-old".into(),
+                resource_version: None,
+            },
+        );
         let secret = ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&());
-        assert!(pruned.still_cached(&secret, &[&old]).is_empty(), "per kind");
+        assert!(
+            pruned.still_cached(&secret, holding(&["old"])).is_empty(),
+            "per kind"
+        );
         assert_eq!(
-            pruned.still_cached(&resource, &[&old]),
+            pruned.still_cached(&resource, holding(&["old"])),
             HashSet::from(["uid-old".to_owned()])
         );
-        assert!(pruned.still_cached(&resource, &[]).is_empty());
+        // Recreated under the same name: another UID, so the deletion is done.
         assert!(
-            pruned.still_cached(&resource, &[&old]).is_empty(),
+            pruned
+                .still_cached(&resource, |_, _, uid| uid == "uid-new")
+                .is_empty()
+        );
+        assert!(
+            pruned.still_cached(&resource, holding(&["old"])).is_empty(),
             "forgotten"
         );
         assert!(pruned.pending.lock().unwrap().is_empty());

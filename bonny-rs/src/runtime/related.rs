@@ -3,9 +3,10 @@
 //! events not worth a reconcile.
 //!
 //! [`primary`] sits on the primary's event stream (after its reflector): it keeps the field
-//! indexes up to date and applies the primary's filters. [`Related::watch`] adds one watch per
-//! related kind to the kube-runtime controller, its events mapped to primaries by a function
-//! or by an index, never by a LIST.
+//! indexes up to date and applies the primary's filters. [`Related::watch`] subscribes the
+//! kube-runtime controller to the operator's shared cache of each related kind (one watch per
+//! kind and namespace scope, whoever owns or watches it), its events mapped to primaries by a
+//! function or by an index, never by a LIST.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -14,20 +15,16 @@ use std::{
 
 use futures::{Stream, StreamExt, future};
 use kube::{
-    Api, Client, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject},
+    Resource, ResourceExt,
+    api::{ApiResource, DynamicObject, ObjectMeta},
     runtime::{
-        Controller as KubeController, WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
+        Controller as KubeController,
+        reflector::{ObjectRef, Store},
         watcher::{self, Event},
     },
 };
 
-use super::{
-    cache::lean,
-    metadata::{self, Shape},
-    watches::OwnedCaches,
-};
+use super::{cache::Caches, watches::OwnedCaches};
 use crate::controller::{Config, Filter, Map, Object, ReadFn, WatchedKind};
 
 type Events<T> = Result<Event<T>, watcher::Error>;
@@ -82,33 +79,37 @@ pub(crate) fn primary<K: Object>(
 }
 
 impl<K: Object> Related<K> {
-    /// Watch every related kind in `namespace` (all namespaces when `None`) for `controller`,
-    /// keeping the objects in `cache` for the author's reads.
+    /// Subscribes `controller` to the shared cache of every related kind in `namespace` (all
+    /// namespaces when `None`), its events mapped to primaries, and serves the author's reads
+    /// of the kind from that cache (`cache`).
     pub(crate) fn watch(
         self,
         mut controller: KubeController<K>,
-        client: &Client,
+        caches: &Caches,
         namespace: Option<&str>,
         cache: &mut OwnedCaches,
     ) -> KubeController<K> {
         for (watched, index) in self.watched {
             let resource = watched.api_resource().clone();
-            let api: Api<DynamicObject> = match namespace {
-                Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
-                None => Api::all_with(client.clone(), &resource),
+            let Some((shared, touched)) = caches.subscribe(&resource, namespace) else {
+                tracing::error!(kind = %resource.kind, "no cache was started for a watched kind; its changes will not trigger reconciles");
+                continue;
             };
-            let writer = reflector::store::Writer::new(resource.clone());
-            let store = writer.as_reader();
-            cache.add_readable(resource.clone(), store.clone());
-            let config = watcher::Config::default().any_semantic();
-            let shape = Shape::of(watched.is_metadata_only());
-            let events = metadata::watch(api, config, &resource, shape)
-                .default_backoff()
-                .modify(|object| lean(&mut object.metadata))
-                .reflect(writer);
-            let events = filtered(events, watched.filters().to_vec(), store, resource.clone())
-                .touched_objects();
+            let store = shared.store().clone();
+            cache.add_readable(resource.clone(), shared);
+            // The filters judge each change against the last version this controller saw.
+            let touched =
+                filter_touched(touched, watched.filters().to_vec(), store, resource.clone());
             let map = watched.map().clone();
+            // The field form needs only where the object is; the function form reads it whole.
+            let by_field = index.is_some();
+            let events = touched.map(move |object| {
+                Ok::<_, watcher::Error>(if by_field {
+                    place_stub(&object)
+                } else {
+                    (*object).clone()
+                })
+            });
             controller = controller.watches_stream_with(
                 events,
                 move |object: DynamicObject| match (&map, &index) {
@@ -121,19 +122,6 @@ impl<K: Object> Related<K> {
         }
         controller
     }
-}
-
-/// The events of a watch of untyped objects (already in `store`) that pass `filters`.
-pub(crate) fn filtered(
-    events: impl Stream<Item = Events<DynamicObject>> + Send + 'static,
-    filters: Vec<Filter<DynamicObject>>,
-    store: Store<DynamicObject>,
-    resource: ApiResource,
-) -> impl Stream<Item = Events<DynamicObject>> + Send + 'static {
-    let mut filter = EventFilter::new(filters, store, resource);
-    events.filter(move |event| {
-        future::ready(event.as_ref().map_or(true, |event| filter.admit(event)))
-    })
 }
 
 /// The objects a shared cache touched, without the changes `filters` find not worth a
@@ -166,6 +154,20 @@ pub(crate) fn filter_touched(
         };
         future::ready(pass)
     })
+}
+
+/// Where a touched object is (its type, namespace and name): all a field-mapped event needs,
+/// so the shared cache's object is not copied whole for every subscriber.
+fn place_stub(object: &DynamicObject) -> DynamicObject {
+    DynamicObject {
+        types: object.types.clone(),
+        metadata: ObjectMeta {
+            name: object.metadata.name.clone(),
+            namespace: object.metadata.namespace.clone(),
+            ..ObjectMeta::default()
+        },
+        data: serde_json::Value::Null,
+    }
 }
 
 /// The key of a referenced object: its namespace and name.
@@ -359,7 +361,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use k8s_openapi::{api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::Time};
-    use kube::api::ObjectMeta;
+    use kube::runtime::reflector;
 
     use super::*;
 

@@ -36,7 +36,7 @@ use super::{
     related::{self, Related},
 };
 use crate::{
-    controller::{Caches, Controller, Object, Scope},
+    controller::{Caches, Controller, KindCache, Object, Scope},
     observe::Metrics,
 };
 
@@ -47,21 +47,22 @@ use crate::{
 /// asks the API server in every other case.
 #[derive(Default)]
 pub(crate) struct OwnedCaches {
-    stores: HashMap<(String, String), (ApiResource, Store<DynamicObject>)>,
+    stores: HashMap<(String, String), (ApiResource, KindCache)>,
     /// Every cache of the scope (owned and watched kinds), for the author's reads.
     readable: Arc<Caches>,
 }
 
 impl OwnedCaches {
-    /// Serve lookups of `resource` objects from `store`.
-    pub(crate) fn add(&mut self, resource: ApiResource, store: Store<DynamicObject>) {
-        self.add_readable(resource.clone(), store.clone());
-        self.stores.insert(key(&resource), (resource, store));
+    /// Serve lookups of `resource` objects from `cache`.
+    pub(crate) fn add(&mut self, resource: ApiResource, cache: impl Into<KindCache>) {
+        let cache = cache.into();
+        self.add_readable(resource.clone(), cache.clone());
+        self.stores.insert(key(&resource), (resource, cache));
     }
 
-    /// Serve the author's reads (only) of `resource` objects from `store`.
-    pub(crate) fn add_readable(&mut self, resource: ApiResource, store: Store<DynamicObject>) {
-        Arc::make_mut(&mut self.readable).add(resource, store);
+    /// Serve the author's reads (only) of `resource` objects from `cache`.
+    pub(crate) fn add_readable(&mut self, resource: ApiResource, cache: KindCache) {
+        Arc::make_mut(&mut self.readable).add(resource, cache);
     }
 
     /// The caches the author reads through `Axn::cache`.
@@ -71,8 +72,7 @@ impl OwnedCaches {
 
     /// The cached copy of a descendant, if its kind is watched and the cache holds it.
     pub(crate) fn get(&self, resource: &ApiResource, namespace: &str, name: &str) -> Option<Value> {
-        let (resource, store) = self.stores.get(&key(resource))?;
-        let object = store.get(&ObjectRef::new_with(name, resource.clone()).within(namespace))?;
+        let object = self.object(resource, namespace, name)?;
         let mut value = serde_json::to_value(&*object).ok()?;
         // Listed items carry no type; the descendant declares it, so the cache must too.
         value["apiVersion"] = Value::String(resource.api_version.clone());
@@ -80,11 +80,26 @@ impl OwnedCaches {
         Some(value)
     }
 
-    /// Every cached object of `resource`'s kind; none when the kind is not watched.
-    pub(crate) fn list(&self, resource: &ApiResource) -> Vec<Arc<DynamicObject>> {
+    /// The cached object `name` in `namespace` of `resource`'s kind, if its kind is watched
+    /// and the cache holds it.
+    pub(crate) fn object(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<DynamicObject>> {
+        let (resource, cache) = self.stores.get(&key(resource))?;
+        cache
+            .store()
+            .get(&ObjectRef::new_with(name, resource.clone()).within(namespace))
+    }
+
+    /// The cached objects of `resource`'s kind with an owner reference to the UID `owner`
+    /// (from the cache's owner index: no scan); none when the kind is not watched.
+    pub(crate) fn owned_by(&self, resource: &ApiResource, owner: &str) -> Vec<Arc<DynamicObject>> {
         self.stores
             .get(&key(resource))
-            .map(|(_, store)| store.state())
+            .map(|(_, cache)| cache.owned_by(owner))
             .unwrap_or_default()
     }
 }
@@ -139,6 +154,14 @@ pub(crate) fn declare<C: Controller>(
                 name,
                 owned.adopts_existing(),
                 Shape::of(owned.is_metadata_only()),
+            );
+        }
+        // Related kinds share the caches too: one watch of every object of the kind.
+        for watched in config.watched_kinds() {
+            runtime.caches.declare_watched(
+                watched.api_resource(),
+                namespace.as_deref(),
+                Shape::of(watched.is_metadata_only()),
             );
         }
     }
@@ -250,13 +273,13 @@ pub(crate) fn spawn<C: Controller>(
         let mut cache = OwnedCaches::default();
         for owned in config.owned_kinds() {
             let resource = owned.api_resource();
-            let Some((store, touched)) = runtime.caches.subscribe(resource, namespace.as_deref())
+            let Some((shared, touched)) = runtime.caches.subscribe(resource, namespace.as_deref())
             else {
                 tracing::error!(kind = %resource.kind, "no cache was started for an owned kind; its changes will not trigger reconciles");
                 continue;
             };
-            let store_for_filters = store.clone();
-            cache.add(resource.clone(), store);
+            let store_for_filters = shared.store().clone();
+            cache.add(resource.clone(), shared);
             // The author's filters on this kind judge each change against the last one seen.
             let touched = related::filter_touched(
                 touched,
@@ -270,11 +293,11 @@ pub(crate) fn spawn<C: Controller>(
             );
             kube_controller = kube_controller.owns_stream_with(children, resource.clone());
         }
-        // Related kinds are watched for as long as the controller runs; the indexes that map
-        // their events are kept by the primary's watch, warm with it.
+        // Related kinds come from the shared caches too; the indexes that map their events are
+        // kept by the primary's watch, warm with it.
         kube_controller = primary.related.clone().watch(
             kube_controller,
-            &runtime.client,
+            &runtime.caches,
             namespace.as_deref(),
             &mut cache,
         );
