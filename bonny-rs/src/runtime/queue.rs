@@ -12,6 +12,7 @@ use kube::{
     runtime::reflector::{Lookup, ObjectRef},
 };
 
+use super::intake::cooperative;
 use crate::observe::{QueueKey, WorkQueue};
 
 /// The queue key of the object `reference` names, of any kind.
@@ -20,6 +21,10 @@ pub(crate) fn key<K: Lookup + ?Sized>(reference: &ObjectRef<K>) -> QueueKey {
 }
 
 /// `objects`, each counted as an add of its own key.
+///
+/// A controller's triggers start with every object of its cache, all at hand: each spends a
+/// unit of the task's tokio budget ([`cooperative`]), so that kube-runtime's scheduler, which
+/// takes requests while any is ready, lets the controller's stop be seen between stretches.
 pub(crate) fn count_triggers<K>(
     objects: impl Stream<Item = Arc<K>>,
     queue: Arc<WorkQueue>,
@@ -27,7 +32,7 @@ pub(crate) fn count_triggers<K>(
 where
     K: Resource,
 {
-    objects.inspect(move |object| {
+    cooperative(objects).inspect(move |object| {
         queue.added(QueueKey::new(
             object.meta().namespace.as_deref(),
             object.meta().name.as_deref().unwrap_or_default(),
