@@ -59,3 +59,83 @@ where
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::{
+        convert::Infallible,
+        sync::atomic::{AtomicUsize, Ordering},
+    };
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::{
+        api::ObjectMeta,
+        runtime::{Controller, controller::Action, reflector},
+    };
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::observe::Metrics;
+
+    #[tokio::test]
+    async fn a_controller_sees_its_stop_while_taking_in_a_large_cache() {
+        const OBJECTS: usize = 5_000;
+        let objects: Vec<_> = (0..OBJECTS)
+            .map(|i| {
+                Arc::new(ConfigMap {
+                    metadata: ObjectMeta {
+                        name: Some(format!("o-{i}")),
+                        namespace: Some("n".into()),
+                        ..ObjectMeta::default()
+                    },
+                    ..ConfigMap::default()
+                })
+            })
+            .collect();
+        let taken = Arc::new(AtomicUsize::new(0));
+        let counted = taken.clone();
+        // The triggers of a controller started on a warm cache: every object at hand at once.
+        let triggers = count_triggers(
+            futures::stream::iter(objects)
+                .inspect(move |_| {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                })
+                .chain(futures::stream::pending()),
+            Metrics::new().work_queue("test"),
+        );
+        // A synced (empty) cache: kube-runtime reconciles only once its store is ready.
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        let stop = CancellationToken::new();
+        let controller = Controller::for_shared_stream(triggers, store)
+            .graceful_shutdown_on(stop.clone().cancelled_owned())
+            .run(
+                |_, _| async { Ok::<_, Infallible>(Action::await_change()) },
+                |_, _, _| Action::await_change(),
+                Arc::new(()),
+            )
+            .for_each(|_| async {});
+        // One thread: the stopper runs only when the controller lets go of it.
+        let controller = tokio::spawn(controller);
+        let stopper = tokio::spawn({
+            let taken = taken.clone();
+            async move {
+                while taken.load(Ordering::Relaxed) == 0 {
+                    tokio::task::yield_now().await;
+                }
+                stop.cancel();
+                taken.load(Ordering::Relaxed)
+            }
+        });
+        let asked = stopper.await.unwrap();
+        controller.await.unwrap();
+        let taken = taken.load(Ordering::Relaxed);
+        // Without yielding, kube-runtime's scheduler takes every trigger in one go.
+        assert!(
+            asked < 1_000 && taken < 1_000,
+            "the stop ran after {asked} and the controller ended after {taken} of {OBJECTS} triggers"
+        );
+    }
+}
