@@ -66,7 +66,7 @@ pub struct Operator {
     binary: String,
     registrations: Arc<[Box<dyn Registration>]>,
     namespaces: Namespaces,
-    client: Option<Client>,
+    client: Option<ClientSource>,
     leader: Option<Election>,
     shutdown_timeout: Duration,
     http_addr: Option<SocketAddr>,
@@ -148,7 +148,10 @@ impl Operator {
         // Every request the operator makes (leader election included) is counted in
         // `rest_client_requests_total`.
         let client = match self.client {
-            Some(client) => counted_client(client, &self.metrics),
+            Some(ClientSource::Client(client)) => counted_client(client, &self.metrics),
+            Some(ClientSource::Config(config)) => {
+                configured_client(*config, &self.metrics).map_err(Error::ClientConfig)?
+            }
             None => default_client(&self.metrics)
                 .await
                 .map_err(Error::ClientConfig)?,
@@ -330,7 +333,7 @@ pub struct OperatorBuilder {
     name: Option<String>,
     registrations: Vec<Box<dyn Registration>>,
     namespaces: Option<Vec<String>>,
-    client: Option<Client>,
+    client: Option<ClientSource>,
     leader: Option<LeaderElection>,
     leader_explicit: bool,
     shutdown_timeout: Option<Duration>,
@@ -375,8 +378,22 @@ impl OperatorBuilder {
     }
 
     /// Use this client instead of loading kubeconfig or the in-cluster configuration.
+    ///
+    /// A [`Client`] does not tell which API server it talks to (its requests reach the layers
+    /// around it without the server's address), so `rest_client_requests_total` counts its
+    /// requests with an empty `host`. Pass the configuration with
+    /// [`kube_config`](Self::kube_config) instead to have the SDK build the client and label
+    /// them with the API server's `host:port`.
     pub fn client(mut self, client: Client) -> Self {
-        self.client = Some(client);
+        self.client = Some(ClientSource::Client(client));
+        self
+    }
+
+    /// Build the client from this configuration instead of loading kubeconfig or the
+    /// in-cluster configuration; its requests are counted with the `host:port` of
+    /// `config.cluster_url`.
+    pub fn kube_config(mut self, config: kube::Config) -> Self {
+        self.client = Some(ClientSource::Config(Box::new(config)));
         self
     }
 
@@ -550,12 +567,27 @@ impl OperatorBuilder {
     }
 }
 
+/// Where the operator's client comes from, when not from kubeconfig or the cluster.
+enum ClientSource {
+    /// Handed over built: the SDK cannot tell which server it talks to.
+    Client(Client),
+    /// Built by the SDK.
+    Config(Box<kube::Config>),
+}
+
 /// The client of the kubeconfig or in-cluster configuration, its requests counted with the API
 /// server's `host:port` as their `host`.
 async fn default_client(metrics: &Metrics) -> Result<Client, kube::Error> {
     let config = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;
+    configured_client(config, metrics)
+}
+
+/// The client of `config`, its requests counted with the API server's `host:port` as their
+/// `host` (kube-client sets the server on each request inside the client, so a layer around it
+/// sees paths only).
+fn configured_client(config: kube::Config, metrics: &Metrics) -> Result<Client, kube::Error> {
     let host = config
         .cluster_url
         .authority()
@@ -567,7 +599,7 @@ async fn default_client(metrics: &Metrics) -> Result<Client, kube::Error> {
 }
 
 /// `client`, its requests counted. The client does not tell which server it talks to, so
-/// their `host` is empty.
+/// their `host` is empty (see [`OperatorBuilder::client`]).
 fn counted_client(client: Client, metrics: &Metrics) -> Client {
     let namespace = client.default_namespace().to_owned();
     let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
@@ -586,4 +618,28 @@ fn binary_name() -> Option<String> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_built_from_a_config_counts_requests_with_its_host() {
+        // A port nothing listens on: the request fails, and is counted all the same.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        let metrics = Metrics::new();
+        let client = configured_client(config, &metrics).unwrap();
+        assert!(client.apiserver_version().await.is_err());
+        let text = metrics.encode();
+        let expected =
+            format!(r#"rest_client_requests_total{{code="<error>",method="GET",host="{addr}"}} 1"#);
+        assert!(text.contains(&expected), "{text}");
+    }
 }

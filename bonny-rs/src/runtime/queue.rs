@@ -12,6 +12,7 @@ use kube::{
     runtime::reflector::{Lookup, ObjectRef},
 };
 
+use super::intake::cooperative;
 use crate::observe::{QueueKey, WorkQueue};
 
 /// The queue key of the object `reference` names, of any kind.
@@ -20,6 +21,10 @@ pub(crate) fn key<K: Lookup + ?Sized>(reference: &ObjectRef<K>) -> QueueKey {
 }
 
 /// `objects`, each counted as an add of its own key.
+///
+/// A controller's triggers start with every object of its cache, all at hand: each spends a
+/// unit of the task's tokio budget ([`cooperative`]), so that kube-runtime's scheduler, which
+/// takes requests while any is ready, lets the controller's stop be seen between stretches.
 pub(crate) fn count_triggers<K>(
     objects: impl Stream<Item = Arc<K>>,
     queue: Arc<WorkQueue>,
@@ -27,7 +32,7 @@ pub(crate) fn count_triggers<K>(
 where
     K: Resource,
 {
-    objects.inspect(move |object| {
+    cooperative(objects).inspect(move |object| {
         queue.added(QueueKey::new(
             object.meta().namespace.as_deref(),
             object.meta().name.as_deref().unwrap_or_default(),
@@ -53,4 +58,84 @@ where
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::{
+        convert::Infallible,
+        sync::atomic::{AtomicUsize, Ordering},
+    };
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::{
+        api::ObjectMeta,
+        runtime::{Controller, controller::Action, reflector},
+    };
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::observe::Metrics;
+
+    #[tokio::test]
+    async fn a_controller_sees_its_stop_while_taking_in_a_large_cache() {
+        const OBJECTS: usize = 5_000;
+        let objects: Vec<_> = (0..OBJECTS)
+            .map(|i| {
+                Arc::new(ConfigMap {
+                    metadata: ObjectMeta {
+                        name: Some(format!("o-{i}")),
+                        namespace: Some("n".into()),
+                        ..ObjectMeta::default()
+                    },
+                    ..ConfigMap::default()
+                })
+            })
+            .collect();
+        let taken = Arc::new(AtomicUsize::new(0));
+        let counted = taken.clone();
+        // The triggers of a controller started on a warm cache: every object at hand at once.
+        let triggers = count_triggers(
+            futures::stream::iter(objects)
+                .inspect(move |_| {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                })
+                .chain(futures::stream::pending()),
+            Metrics::new().work_queue("test"),
+        );
+        // A synced (empty) cache: kube-runtime reconciles only once its store is ready.
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        let stop = CancellationToken::new();
+        let controller = Controller::for_shared_stream(triggers, store)
+            .graceful_shutdown_on(stop.clone().cancelled_owned())
+            .run(
+                |_, _| async { Ok::<_, Infallible>(Action::await_change()) },
+                |_, _, _| Action::await_change(),
+                Arc::new(()),
+            )
+            .for_each(|_| async {});
+        // One thread: the stopper runs only when the controller lets go of it.
+        let controller = tokio::spawn(controller);
+        let stopper = tokio::spawn({
+            let taken = taken.clone();
+            async move {
+                while taken.load(Ordering::Relaxed) == 0 {
+                    tokio::task::yield_now().await;
+                }
+                stop.cancel();
+                taken.load(Ordering::Relaxed)
+            }
+        });
+        let asked = stopper.await.unwrap();
+        controller.await.unwrap();
+        let taken = taken.load(Ordering::Relaxed);
+        // Without yielding, kube-runtime's scheduler takes every trigger in one go.
+        assert!(
+            asked < 1_000 && taken < 1_000,
+            "the stop ran after {asked} and the controller ended after {taken} of {OBJECTS} triggers"
+        );
+    }
 }
