@@ -40,7 +40,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::metadata::{self, Shape};
+use super::{
+    intake,
+    metadata::{self, Shape},
+};
 use crate::{
     controller::{DESCENDANT_LABEL, KindCache},
     observe::Metrics,
@@ -295,11 +298,14 @@ impl Caches {
             let name = key.to_string();
             let span = tracing::info_span!("cache", cache = %name, selector = selector.as_deref().unwrap_or("*"));
             let shape = inner.shapes.get(&key).copied().unwrap_or_default();
-            let events = metadata::watch(api, config, &key.resource, shape)
-                .default_backoff()
-                .modify(|object| lean(&mut object.metadata))
-                .reflect(writer)
-                .take_until(stop.clone().cancelled_owned());
+            // A list of thousands is taken in chunks, so the stop is seen in between.
+            let events = intake::cooperative(
+                metadata::watch(api, config, &key.resource, shape)
+                    .default_backoff()
+                    .modify(|object| lean(&mut object.metadata))
+                    .reflect(writer),
+            )
+            .take_until(stop.clone().cancelled_owned());
             let metrics = metrics.clone();
             let resource = key.resource.clone();
             tasks.spawn(
