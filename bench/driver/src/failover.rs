@@ -33,7 +33,7 @@ const RESIZED: &str = "w-00000";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Variant {
     pub peer: Peer,
-    /// bonny-rs only: `BONNY_WARM_STANDBY=1`.
+    /// bonny-rs only: `BONNY_WARM_STANDBY=1` (else `0`).
     pub warm: bool,
 }
 
@@ -92,9 +92,8 @@ pub async fn run(
             ],
             Peer::KubeRuntime => return Err("the kube-runtime peer has no leader election".into()),
         };
-        if variant.warm {
-            env_vars.push(("BONNY_WARM_STANDBY", "1"));
-        }
+        // Explicit both ways: warm is bonny-rs's default.
+        env_vars.push(("BONNY_WARM_STANDBY", if variant.warm { "1" } else { "0" }));
         let log = logs.join(format!(
             "failover-{}-{}-{name}.log",
             variant.peer.label(),

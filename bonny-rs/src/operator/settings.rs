@@ -13,7 +13,7 @@
 //! | `BONNY_RENEW_DEADLINE` | leader election: renew deadline | `10s` |
 //! | `BONNY_RETRY_PERIOD` | leader election: retry period | `2s` |
 //! | `BONNY_LOG_FORMAT` | `plain` or `json` | `plain` |
-//! | `BONNY_WARM_STANDBY` | leader election: standbys keep their caches synced (`true`/`false`) | `false` |
+//! | `BONNY_WARM_STANDBY` | leader election: standbys keep their caches synced (`true`/`false`) | `true` |
 //! | `RUST_LOG` | log filter | `info` |
 
 use std::{net::SocketAddr, time::Duration};
