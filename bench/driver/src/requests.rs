@@ -173,7 +173,19 @@ impl Mark {
         env: &bonny::testing::TestEnv,
         ledger: &Ledger,
     ) -> Result<Mark, bonny::testing::Error> {
-        let text = env.apiserver_metrics().await?;
+        // A read: after a dropped connection (a loaded API server) it is simply sent again.
+        let mut attempt = 1;
+        let text = loop {
+            match env.apiserver_metrics().await {
+                Ok(text) => break text,
+                Err(err) if attempt < 5 => {
+                    eprintln!("  metrics scrape failed ({err}); retrying");
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
         let driver = ledger.snapshot();
         ledger.record("GET", "", 1);
         Ok(Mark {

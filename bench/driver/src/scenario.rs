@@ -27,6 +27,8 @@ use crate::{
 const NAMESPACE: &str = "bench";
 const FINALIZER: &str = "e2e.bonny.dev/cleanup";
 const POLL: Duration = Duration::from_millis(200);
+/// How often the driver tries one of its own requests before giving up.
+const RETRIES: u32 = 5;
 /// Namespaces the foreign ConfigMaps are spread over.
 const FOREIGN_NAMESPACES: usize = 10;
 /// Bytes of data in each foreign ConfigMap.
@@ -245,8 +247,23 @@ impl Cluster {
                 // 1..=12: never the controller's unlucky 13 or its invalid sizes.
                 let size = 1 + (i % 12) as u32;
                 let widget = Widget::new(name, WidgetSpec { size });
-                self.ledger.record("POST", "widgets", 1);
-                self.widgets.create(&PostParams::default(), &widget).await
+                let mut attempt = 1;
+                loop {
+                    self.ledger.record("POST", "widgets", 1);
+                    match self.widgets.create(&PostParams::default(), &widget).await {
+                        Ok(_) => return Ok(()),
+                        // A retried create whose first attempt got through.
+                        Err(kube::Error::Api(status)) if attempt > 1 && status.code == 409 => {
+                            return Ok(());
+                        }
+                        Err(err) if attempt < RETRIES && !matches!(err, kube::Error::Api(_)) => {
+                            eprintln!("  create failed ({err}); retrying");
+                            attempt += 1;
+                            tokio::time::sleep(POLL).await;
+                        }
+                        Err(err) => return Err(err),
+                    }
+                }
             })
             .buffer_unordered(concurrency.max(1))
             .try_collect::<Vec<_>>()
@@ -272,7 +289,24 @@ impl Cluster {
         Ok(())
     }
 
+    /// [`Cluster::poll_once`], again after a failure (a loaded API server may drop a
+    /// connection): a read, so repeating it changes nothing.
     async fn poll(&self) -> Result<State, BoxError> {
+        let mut attempt = 1;
+        loop {
+            match self.poll_once().await {
+                Ok(state) => return Ok(state),
+                Err(err) if attempt < RETRIES => {
+                    eprintln!("  poll failed ({err}); retrying");
+                    attempt += 1;
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    async fn poll_once(&self) -> Result<State, BoxError> {
         self.ledger.record("LIST", "widgets", 1);
         let widgets = self.widgets.list(&ListParams::default()).await?.items;
         self.ledger.record("LIST", "configmaps", 1);
