@@ -90,10 +90,14 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Written<K> {
     pub(crate) fn freshest(&self, reference: &ObjectRef<K>, seen: Arc<K>) -> Arc<K> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         match entries.get(reference) {
+            // A deletion is never undone: a seen object being deleted (or kept by the intake
+            // after it vanished) is newer than a remembered write that was not.
             Some(entry)
                 if seen
                     .resource_version()
-                    .is_some_and(|version| entry.superseded.contains(&version)) =>
+                    .is_some_and(|version| entry.superseded.contains(&version))
+                    && (seen.meta().deletion_timestamp.is_none()
+                        || entry.object.meta().deletion_timestamp.is_some()) =>
             {
                 entry.object.clone()
             }
@@ -327,6 +331,29 @@ mod tests {
             now,
         );
         assert_eq!(written.len(), 1);
+    }
+
+    #[test]
+    fn a_seen_deletion_beats_a_remembered_write() {
+        let written = Written::<ConfigMap>::default();
+        let seen = config_map("7", "old");
+        let reference = ObjectRef::from_obj(&*seen);
+        written.remember(
+            reference.clone(),
+            &seen,
+            config_map("8", "new"),
+            &[],
+            Instant::now(),
+        );
+        // The object vanished at version 7; the intake keeps it, marked as being deleted.
+        let mut vanished = (*seen).clone();
+        vanished.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        let fresh = written.freshest(&reference, Arc::new(vanished));
+        assert!(fresh.metadata.deletion_timestamp.is_some());
+        assert_eq!(written.len(), 0);
     }
 
     #[test]

@@ -204,8 +204,9 @@ async fn process<C: Controller>(
         &effects.produced,
         Instant::now(),
     );
+    let cleaned = effects.phase == Phase::Cleanup;
     // A cleanup that succeeded ends with our finalizer removed (the last stage).
-    if effects.phase == Phase::Cleanup
+    if cleaned
         && outcome.is_ok()
         && let Some(uid) = uid
     {
@@ -234,8 +235,12 @@ async fn process<C: Controller>(
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(reference);
-            // A vanished object whose cleanup ran leaves the cache.
-            ctx.vanished.cleaned_up(&seen);
+            // A vanished object whose cleanup ran leaves the cache. Only a cleanup: a reconcile
+            // that applied a version read before the object vanished (the intake kept it
+            // meanwhile) must leave it for the cleanup still to come.
+            if cleaned {
+                ctx.vanished.cleaned_up(&seen);
+            }
             tracing::debug!(?action, "reconciled");
             Ok(action)
         }
