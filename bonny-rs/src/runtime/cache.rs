@@ -188,6 +188,14 @@ struct Inner {
     started: HashMap<Key, Started>,
 }
 
+impl Inner {
+    /// One more declarer of `key` asks for `shape`: the cache holds what all of them need.
+    fn widen_shape(&mut self, key: &Key, shape: Shape) {
+        let held = self.shapes.entry(key.clone()).or_insert(shape);
+        *held = held.union(shape);
+    }
+}
+
 /// The registry of the operator's caches of owned and watched kinds, created once per operator
 /// run and shared by every controller registration. Cheap to clone.
 #[derive(Clone, Default)]
@@ -233,8 +241,7 @@ impl Caches {
             namespace: namespace.map(str::to_owned),
         };
         let mut inner = self.lock();
-        let held = inner.shapes.entry(key.clone()).or_insert(shape);
-        *held = held.union(shape);
+        inner.widen_shape(&key, shape);
         inner
             .declared
             .entry(key)
@@ -258,8 +265,7 @@ impl Caches {
             namespace: namespace.map(str::to_owned),
         };
         let mut inner = self.lock();
-        let held = inner.shapes.entry(key.clone()).or_insert(shape);
-        *held = held.union(shape);
+        inner.widen_shape(&key, shape);
         inner.declared.insert(key, Selection::Everything);
     }
 
