@@ -367,7 +367,10 @@ impl Cluster {
             }
             // Each poll lists everything: above 2,000 widgets it comes less often (1.2 s at
             // 10,000), so that the driver's own load stays a small share of the API server's.
-            let scaled = POLL * (1 + u32::try_from(state.widgets / 2_000).unwrap_or(u32::MAX));
+            let steps = u32::try_from(state.widgets / 2_000)
+                .unwrap_or(u32::MAX)
+                .min(10);
+            let scaled = POLL * (1 + steps);
             tokio::time::sleep(scaled).await;
         }
     }

@@ -76,8 +76,28 @@ impl<K: Object> Config<K> {
     where
         Child: Object + Resource<Scope = NamespaceResourceScope>,
     {
-        self.owns.push(OwnedKind::of::<Child>());
+        self.owned_entry::<Child>();
         self
+    }
+
+    /// The declaration of the owned kind `Child`, added if [`owns`](Self::owns) did not.
+    fn owned_entry<Child>(&mut self) -> &mut OwnedKind<K>
+    where
+        Child: Object + Resource<Scope = NamespaceResourceScope>,
+    {
+        let resource = ApiResource::erase::<Child>(&());
+        let index = match self
+            .owns
+            .iter()
+            .position(|owned| owned.resource == resource)
+        {
+            Some(index) => index,
+            None => {
+                self.owns.push(OwnedKind::of::<Child>());
+                self.owns.len() - 1
+            }
+        };
+        &mut self.owns[index]
     }
 
     /// An RBAC rule the controller's own code needs (beyond what the SDK adds by itself).
@@ -150,9 +170,7 @@ impl<K: Object> Config<K> {
     where
         Child: Object + Resource<Scope = NamespaceResourceScope>,
     {
-        let mut owned = OwnedKind::of::<Child>();
-        owned.prune = true;
-        self.owns.push(owned);
+        self.owned_entry::<Child>().prune = true;
         self
     }
 
@@ -215,19 +233,7 @@ impl<K: Object> Config<K> {
     where
         Child: Object + Resource<Scope = NamespaceResourceScope>,
     {
-        let resource = ApiResource::erase::<Child>(&());
-        match self
-            .owns
-            .iter_mut()
-            .find(|owned| owned.resource == resource)
-        {
-            Some(owned) => owned.adopt = true,
-            None => {
-                let mut owned = OwnedKind::of::<Child>();
-                owned.adopt = true;
-                self.owns.push(owned);
-            }
-        }
+        self.owned_entry::<Child>().adopt = true;
         self
     }
 
@@ -325,19 +331,7 @@ impl<K: Object> Config<K> {
     where
         Child: Object + Resource<Scope = NamespaceResourceScope>,
     {
-        let resource = ApiResource::erase::<Child>(&());
-        match self
-            .owns
-            .iter_mut()
-            .find(|owned| owned.resource == resource)
-        {
-            Some(owned) => owned.metadata_only = true,
-            None => {
-                let mut owned = OwnedKind::of::<Child>();
-                owned.metadata_only = true;
-                self.owns.push(owned);
-            }
-        }
+        self.owned_entry::<Child>().metadata_only = true;
         self
     }
 }
@@ -426,5 +420,35 @@ impl<K: Object> fmt::Debug for OwnedKind<K> {
             .field("prune", &self.prune)
             .field("metadata_only", &self.metadata_only)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
+    use super::*;
+
+    #[test]
+    fn a_kind_declared_several_ways_is_owned_once_with_every_flag() {
+        let config = Config::<ConfigMap>::default()
+            .owns::<Secret>()
+            .owns_pruned::<Secret>()
+            .adopt_existing::<Secret>()
+            .owns_metadata::<Secret>()
+            .owns::<Secret>();
+        let [owned] = config.owned_kinds() else {
+            panic!(
+                "one owned kind expected, got {}",
+                config.owned_kinds().len()
+            );
+        };
+        assert!(owned.is_pruned() && owned.adopts_existing() && owned.is_metadata_only());
+        // Each flag alone declares the kind with only that flag.
+        let config = Config::<ConfigMap>::default().owns_metadata::<Secret>();
+        let [owned] = config.owned_kinds() else {
+            panic!("one owned kind expected");
+        };
+        assert!(owned.is_metadata_only() && !owned.is_pruned() && !owned.adopts_existing());
     }
 }
