@@ -149,6 +149,10 @@ mod tests {
             "{toml}"
         );
         assert!(toml.contains("\n[workspace]\n"), "{toml}");
+        assert!(
+            toml.contains("[profile.release]\nlto = \"fat\"\ncodegen-units = 1\n"),
+            "{toml}"
+        );
     }
 
     #[test]
