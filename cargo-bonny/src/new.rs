@@ -149,6 +149,11 @@ mod tests {
             "{toml}"
         );
         assert!(toml.contains("\n[workspace]\n"), "{toml}");
+    }
+
+    #[test]
+    fn builds_releases_with_whole_program_optimisation() {
+        let toml = cargo_toml(None);
         assert!(
             toml.contains("[profile.release]\nlto = \"fat\"\ncodegen-units = 1\n"),
             "{toml}"
