@@ -271,22 +271,50 @@ impl Cluster {
         Ok(())
     }
 
+    /// Labels one widget, again after a transport failure (a loaded API server may drop a
+    /// connection): the merge patch is idempotent, so a repeat that lands twice changes nothing.
     async fn touch(&self, name: &str) -> Result<(), BoxError> {
         let patch = serde_json::json!({ "metadata": { "labels": { "bench-touched": "yes" } } });
-        self.ledger.record("PATCH", "widgets", 1);
-        self.widgets
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        Ok(())
+        let mut attempt = 1;
+        loop {
+            self.ledger.record("PATCH", "widgets", 1);
+            match self
+                .widgets
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(err) if attempt < RETRIES && !matches!(err, kube::Error::Api(_)) => {
+                    eprintln!("  touch failed ({err}); retrying");
+                    attempt += 1;
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
     }
 
+    /// Deletes every widget, again after a transport failure: a repeated delete of the
+    /// collection deletes what is left, which is what the first one meant.
     async fn delete_all(&self) -> Result<(), BoxError> {
-        // The API server counts a delete of a collection under the verb DELETE.
-        self.ledger.record("DELETE", "widgets", 1);
-        self.widgets
-            .delete_collection(&DeleteParams::default(), &ListParams::default())
-            .await?;
-        Ok(())
+        let mut attempt = 1;
+        loop {
+            // The API server counts a delete of a collection under the verb DELETE.
+            self.ledger.record("DELETE", "widgets", 1);
+            match self
+                .widgets
+                .delete_collection(&DeleteParams::default(), &ListParams::default())
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(err) if attempt < RETRIES && !matches!(err, kube::Error::Api(_)) => {
+                    eprintln!("  delete of all widgets failed ({err}); retrying");
+                    attempt += 1;
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
     }
 
     /// [`Cluster::poll_once`], again after a failure (a loaded API server may drop a

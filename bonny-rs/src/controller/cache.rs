@@ -16,17 +16,17 @@ use std::{
 
 use kube::{
     Resource, ResourceExt,
-    api::{ApiResource, DynamicObject, ObjectMeta},
+    api::ObjectMeta,
     core::{Selector, SelectorExt},
     runtime::reflector::{ObjectRef, Store},
 };
 
-use super::{Object, ReconcileError, related::decode};
+use super::{Cached, CachedKind, Object, ReconcileError, related::decode};
 
 /// A cached object, compared and hashed by where it is (namespace and name) alone: a set of
 /// them holds one version of each object, the store's own copy (shared, not cloned).
 #[derive(Clone)]
-struct Placed(Arc<DynamicObject>);
+struct Placed(Arc<Cached>);
 
 impl PartialEq for Placed {
     fn eq(&self, other: &Self) -> bool {
@@ -75,7 +75,7 @@ impl Children {
         }
     }
 
-    fn objects(&self) -> Vec<Arc<DynamicObject>> {
+    fn objects(&self) -> Vec<Arc<Cached>> {
         match self {
             Self::One(one) => vec![one.0.clone()],
             Self::Many(many) => many.iter().map(|child| child.0.clone()).collect(),
@@ -107,7 +107,7 @@ impl OwnerIndex {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn rebuild(&self, objects: Vec<Arc<DynamicObject>>) {
+    fn rebuild(&self, objects: Vec<Arc<Cached>>) {
         let mut state = OwnerState::default();
         for object in objects {
             state.index(object);
@@ -115,7 +115,7 @@ impl OwnerIndex {
         *self.lock() = state;
     }
 
-    fn children(&self, owner: &str) -> Vec<Arc<DynamicObject>> {
+    fn children(&self, owner: &str) -> Vec<Arc<Cached>> {
         self.lock()
             .children
             .get(owner)
@@ -134,7 +134,7 @@ impl OwnerIndex {
 impl OwnerState {
     /// Files `object` under the owners it names now, and no longer under those its indexed
     /// version named.
-    fn index(&mut self, object: Arc<DynamicObject>) {
+    fn index(&mut self, object: Arc<Cached>) {
         let placed = Placed(object);
         self.unindex(&placed);
         let owners = owner_uids(&placed.0);
@@ -169,7 +169,7 @@ impl OwnerState {
 }
 
 /// The distinct owner UIDs `object` names.
-fn owner_uids(object: &DynamicObject) -> Vec<&str> {
+fn owner_uids(object: &Cached) -> Vec<&str> {
     let mut uids: Vec<&str> = object
         .owner_references()
         .iter()
@@ -184,46 +184,59 @@ fn owner_uids(object: &DynamicObject) -> Vec<&str> {
 /// scope, and the index of its objects by owner UID. Cheap to clone; clones share both.
 #[derive(Clone)]
 pub(crate) struct KindCache {
-    store: Store<DynamicObject>,
+    kind: CachedKind,
+    store: Store<Cached>,
     owners: Arc<OwnerIndex>,
 }
 
-impl From<Store<DynamicObject>> for KindCache {
-    /// `store` with an index of what it holds now, kept up to date by the watch filling the
-    /// store ([`KindCache::applied`], [`KindCache::deleted`], [`KindCache::listed`]).
-    fn from(store: Store<DynamicObject>) -> Self {
+impl KindCache {
+    /// `store` of `kind` objects, with an index of what it holds now, kept up to date by the
+    /// watch filling the store ([`KindCache::applied`], [`KindCache::deleted`],
+    /// [`KindCache::listed`]).
+    pub(crate) fn new(kind: CachedKind, store: Store<Cached>) -> Self {
         let cache = Self {
+            kind,
             store,
             owners: Arc::default(),
         };
         cache.listed();
         cache
     }
-}
 
-impl KindCache {
     /// The store.
-    pub(crate) fn store(&self) -> &Store<DynamicObject> {
+    pub(crate) fn store(&self) -> &Store<Cached> {
         &self.store
+    }
+
+    /// The kind of the cached objects.
+    pub(crate) fn kind(&self) -> &CachedKind {
+        &self.kind
+    }
+
+    /// Where `object` is in the store.
+    pub(crate) fn reference(&self, object: &Cached) -> ObjectRef<Cached> {
+        ObjectRef::from_obj_with(object, self.kind.clone())
+    }
+
+    /// The cached object `name` in `namespace`, if the store holds it.
+    pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<Arc<Cached>> {
+        self.store
+            .get(&ObjectRef::new_with(name, self.kind.clone()).within(namespace))
     }
 
     /// The store took `object` (its own copy): it is filed under the owners it names now,
     /// and no longer under those its previous version named.
-    pub(crate) fn applied(&self, object: Arc<DynamicObject>) {
+    pub(crate) fn applied(&self, object: Arc<Cached>) {
         self.owners.lock().index(object);
     }
 
     /// The store dropped `object`: it is forgotten.
-    pub(crate) fn deleted(&self, object: &DynamicObject) {
-        let place = DynamicObject {
-            types: None,
-            metadata: ObjectMeta {
-                name: object.metadata.name.clone(),
-                namespace: object.metadata.namespace.clone(),
-                ..ObjectMeta::default()
-            },
-            data: serde_json::Value::Null,
-        };
+    pub(crate) fn deleted(&self, object: &Cached) {
+        let place = Cached::bodiless(ObjectMeta {
+            name: object.metadata.name.clone(),
+            namespace: object.metadata.namespace.clone(),
+            ..ObjectMeta::default()
+        });
         self.owners.lock().unindex(&Placed(Arc::new(place)));
     }
 
@@ -235,7 +248,7 @@ impl KindCache {
 
     /// The cached objects with an owner reference to the UID `owner`: a lookup, no scan of
     /// the cache.
-    pub(crate) fn owned_by(&self, owner: &str) -> Vec<Arc<DynamicObject>> {
+    pub(crate) fn owned_by(&self, owner: &str) -> Vec<Arc<Cached>> {
         self.owners.children(owner)
     }
 }
@@ -243,19 +256,18 @@ impl KindCache {
 /// The watch caches of one controller scope, by kind (group and kind).
 #[derive(Clone, Default)]
 pub(crate) struct Caches {
-    stores: HashMap<(String, String), (ApiResource, KindCache)>,
+    stores: HashMap<(String, String), KindCache>,
 }
 
 impl Caches {
-    /// Serve reads of `resource` objects from `cache`.
-    pub(crate) fn add(&mut self, resource: ApiResource, cache: impl Into<KindCache>) {
-        self.stores.insert(
-            (resource.group.clone(), resource.kind.clone()),
-            (resource, cache.into()),
-        );
+    /// Serve reads of the objects of `cache`'s kind from it.
+    pub(crate) fn add(&mut self, cache: KindCache) {
+        let resource = cache.kind().resource();
+        self.stores
+            .insert((resource.group.clone(), resource.kind.clone()), cache);
     }
 
-    fn store<R: Object>(&self) -> Option<&(ApiResource, KindCache)> {
+    fn store<R: Object>(&self) -> Option<&KindCache> {
         self.stores
             .get(&(R::group(&()).into_owned(), R::kind(&()).into_owned()))
     }
@@ -266,7 +278,7 @@ impl Caches {
         owner: Option<String>,
         controller: &str,
     ) -> Result<Cache<R>, ReconcileError> {
-        let (resource, cache) = self.store::<R>().ok_or_else(|| {
+        let cache = self.store::<R>().ok_or_else(|| {
             let kind = R::kind(&());
             ReconcileError::msg(format!(
                 "the controller {controller} has no cache of {kind} objects: it neither owns nor \
@@ -276,7 +288,6 @@ impl Caches {
             ))
         })?;
         Ok(Cache {
-            resource: resource.clone(),
             cache: cache.clone(),
             owner,
             kind: PhantomData,
@@ -307,7 +318,6 @@ impl fmt::Debug for Caches {
 ///
 /// Each read decodes the cached objects it returns (the caches are untyped, shared by kind).
 pub struct Cache<R> {
-    resource: ApiResource,
     cache: KindCache,
     owner: Option<String>,
     kind: PhantomData<fn() -> R>,
@@ -316,10 +326,8 @@ pub struct Cache<R> {
 impl<R: Object> Cache<R> {
     /// The object `name` in `namespace`, if the cache holds it.
     pub fn get(&self, namespace: &str, name: &str) -> Option<R> {
-        let reference = ObjectRef::new_with(name, self.resource.clone()).within(namespace);
         self.cache
-            .store
-            .get(&reference)
+            .get(namespace, name)
             .and_then(|object| decode(&object))
     }
 
@@ -349,7 +357,7 @@ impl<R: Object> Cache<R> {
             .collect()
     }
 
-    fn matching(&self, keep: impl Fn(&DynamicObject) -> bool) -> Vec<R> {
+    fn matching(&self, keep: impl Fn(&Cached) -> bool) -> Vec<R> {
         self.cache
             .store
             .state()
@@ -378,13 +386,17 @@ mod tests {
         apimachinery::pkg::apis::meta::v1::OwnerReference,
     };
     use kube::{
-        api::ObjectMeta,
+        api::{ApiResource, DynamicObject, ObjectMeta},
         runtime::{reflector::store::Writer, watcher::Event},
     };
 
     use super::*;
 
-    fn config_map(name: &str, app: &str, owner: Option<&str>) -> DynamicObject {
+    fn kind() -> CachedKind {
+        CachedKind::new(ApiResource::erase::<ConfigMap>(&()))
+    }
+
+    fn config_map(name: &str, app: &str, owner: Option<&str>) -> Cached {
         let object = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(name.into()),
@@ -407,12 +419,11 @@ mod tests {
         // Listed items carry no type: the cache must not need it.
         value.as_object_mut().unwrap().remove("apiVersion");
         value.as_object_mut().unwrap().remove("kind");
-        serde_json::from_value(value).unwrap()
+        Cached::from(serde_json::from_value::<DynamicObject>(value).unwrap())
     }
 
     fn caches() -> Caches {
-        let resource = ApiResource::erase::<ConfigMap>(&());
-        let mut writer = Writer::new(resource.clone());
+        let mut writer = Writer::new(kind());
         for object in [
             config_map("a", "web", Some("u1")),
             config_map("b", "db", Some("u2")),
@@ -421,7 +432,7 @@ mod tests {
             writer.apply_watcher_event(&Event::Apply(object));
         }
         let mut caches = Caches::default();
-        caches.add(resource, writer.as_reader());
+        caches.add(KindCache::new(kind(), writer.as_reader()));
         caches
     }
 
@@ -448,7 +459,7 @@ mod tests {
         assert_eq!(cache.list().len(), 3);
     }
 
-    fn owned(name: &str, owners: &[&str]) -> DynamicObject {
+    fn owned(name: &str, owners: &[&str]) -> Cached {
         let mut object = config_map(name, "web", None);
         object.metadata.owner_references = Some(
             owners
@@ -467,29 +478,23 @@ mod tests {
 
     /// A cache and its writer, the writer's events followed by the index as the runtime does.
     struct Watched {
-        writer: Writer<DynamicObject>,
+        writer: Writer<Cached>,
         cache: KindCache,
-        resource: ApiResource,
     }
 
     impl Watched {
         fn new() -> Self {
-            let resource = ApiResource::erase::<ConfigMap>(&());
-            let writer = Writer::new(resource.clone());
-            let cache = KindCache::from(writer.as_reader());
-            Self {
-                writer,
-                cache,
-                resource,
-            }
+            let writer = Writer::new(kind());
+            let cache = KindCache::new(kind(), writer.as_reader());
+            Self { writer, cache }
         }
 
         /// The store takes `event`, then the index follows, as the runtime's watch does.
-        fn event(&mut self, event: Event<DynamicObject>) {
+        fn event(&mut self, event: Event<Cached>) {
             self.writer.apply_watcher_event(&event);
             match &event {
                 Event::Apply(object) => {
-                    let reference = ObjectRef::from_obj_with(object, self.resource.clone());
+                    let reference = self.cache.reference(object);
                     self.cache
                         .applied(self.cache.store().get(&reference).unwrap());
                 }
@@ -559,11 +564,7 @@ mod tests {
         watched.event(Event::Apply(owned("a", &["u1"])));
         watched.event(Event::Apply(config_map("a", "db", Some("u1"))));
         let indexed = watched.cache.owned_by("u1");
-        let cached = watched
-            .cache
-            .store()
-            .get(&ObjectRef::new_with("a", watched.resource.clone()).within("ns"))
-            .unwrap();
+        let cached = watched.cache.get("ns", "a").unwrap();
         assert_eq!(indexed.len(), 1);
         assert!(Arc::ptr_eq(&indexed[0], &cached), "shared, not copied");
         assert_eq!(indexed[0].labels()["app"], "db");

@@ -3,12 +3,9 @@
 use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
 
 use k8s_openapi::NamespaceResourceScope;
-use kube::{
-    Resource,
-    api::{ApiResource, DynamicObject},
-};
+use kube::{Resource, api::ApiResource};
 
-use super::{Backoff, Filter, Mapper, Object, Rule, Step, WatchedKind};
+use super::{Backoff, Cached, Filter, Mapper, Object, Rule, Step, WatchedKind};
 
 /// How a controller is set up: finalizer, owned kinds, RBAC rules, extra steps, intervals.
 ///
@@ -28,7 +25,7 @@ pub struct Config<K: Object> {
     watches: Vec<WatchedKind<K>>,
     filters: Vec<Filter<K>>,
     prune: bool,
-    owned_filters: Vec<(ApiResource, Filter<DynamicObject>)>,
+    owned_filters: Vec<(ApiResource, Filter<Cached>)>,
 }
 
 impl<K: Object> Default for Config<K> {
@@ -292,7 +289,7 @@ impl<K: Object> Config<K> {
     }
 
     /// The filters on the events of the owned kind `resource`.
-    pub(crate) fn owned_filters(&self, resource: &ApiResource) -> Vec<Filter<DynamicObject>> {
+    pub(crate) fn owned_filters(&self, resource: &ApiResource) -> Vec<Filter<Cached>> {
         self.owned_filters
             .iter()
             .filter(|(kind, _)| kind == resource)

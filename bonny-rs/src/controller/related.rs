@@ -4,13 +4,9 @@
 use std::{fmt, marker::PhantomData, sync::Arc};
 
 use k8s_openapi::NamespaceResourceScope;
-use kube::{
-    Resource, ResourceExt,
-    api::{ApiResource, DynamicObject},
-    runtime::reflector::ObjectRef,
-};
+use kube::{Resource, ResourceExt, api::ApiResource, runtime::reflector::ObjectRef};
 
-use super::Object;
+use super::{Cached, Object};
 
 /// A predicate on a watch event: whether the change from the previous version of an object to
 /// the new one is worth a reconcile.
@@ -25,7 +21,7 @@ pub struct Filter<K> {
 /// A function of the old and the new version of an object.
 type ChangedFn<K> = Arc<dyn Fn(&K, &K) -> bool + Send + Sync>;
 /// A function from a related object to the primaries it concerns.
-type MapFn<K> = Arc<dyn Fn(&DynamicObject) -> Vec<ObjectRef<K>> + Send + Sync>;
+type MapFn<K> = Arc<dyn Fn(&Cached) -> Vec<ObjectRef<K>> + Send + Sync>;
 /// A function reading the name a primary's field holds.
 pub(crate) type ReadFn<K> = Arc<dyn Fn(&K) -> Option<String> + Send + Sync>;
 
@@ -98,20 +94,17 @@ impl<K: Resource> Filter<K> {
 impl<R: Object> Filter<R> {
     /// The same filter on the untyped objects the runtime watches. An object that does not
     /// decode into `R` passes a function filter (a reconcile too many, never one too few).
-    pub(crate) fn erase(self) -> Filter<DynamicObject> {
+    pub(crate) fn erase(self) -> Filter<Cached> {
         let test = match self.test {
             Test::Generation => Test::Generation,
             Test::Labels => Test::Labels,
             Test::Annotations => Test::Annotations,
-            Test::Changed(changed) => Test::Changed(Arc::new(
-                move |old: &DynamicObject, new: &DynamicObject| match (
-                    decode::<R>(old),
-                    decode::<R>(new),
-                ) {
+            Test::Changed(changed) => Test::Changed(Arc::new(move |old: &Cached, new: &Cached| {
+                match (decode::<R>(old), decode::<R>(new)) {
                     (Some(old), Some(new)) => changed(&old, &new),
                     _ => true,
-                },
-            )),
+                }
+            })),
         };
         Filter { test }
     }
@@ -135,7 +128,7 @@ impl<K> fmt::Debug for Filter<K> {
 /// answered from an index of the primaries kept in memory from their own watch.
 pub struct Mapper<K: Object, R> {
     map: Map<K>,
-    filters: Vec<Filter<DynamicObject>>,
+    filters: Vec<Filter<Cached>>,
     metadata_only: bool,
     related: PhantomData<fn(&R)>,
 }
@@ -182,7 +175,7 @@ impl<K: Object, R: Object + Resource<Scope = NamespaceResourceScope>> Mapper<K, 
     where
         I: IntoIterator<Item = ObjectRef<K>>,
     {
-        let map = move |object: &DynamicObject| match decode::<R>(object) {
+        let map = move |object: &Cached| match decode::<R>(object) {
             Some(related) => map(&related).into_iter().collect(),
             None => Vec::new(),
         };
@@ -281,7 +274,7 @@ impl ReferenceField for Option<String> {
 pub struct WatchedKind<K: Object> {
     resource: ApiResource,
     map: Map<K>,
-    filters: Vec<Filter<DynamicObject>>,
+    filters: Vec<Filter<Cached>>,
     metadata_only: bool,
 }
 
@@ -303,7 +296,7 @@ impl<K: Object> WatchedKind<K> {
         &self.map
     }
 
-    pub(crate) fn filters(&self) -> &[Filter<DynamicObject>] {
+    pub(crate) fn filters(&self) -> &[Filter<Cached>] {
         &self.filters
     }
 
@@ -337,11 +330,8 @@ impl<K: Object> fmt::Debug for WatchedKind<K> {
 }
 
 /// `object` as an `R`, typed the way its kind says (listed items carry no type of their own).
-pub(crate) fn decode<R: Object>(object: &DynamicObject) -> Option<R> {
-    let mut value = serde_json::to_value(object).ok()?;
-    value["apiVersion"] = serde_json::Value::String(R::api_version(&()).into_owned());
-    value["kind"] = serde_json::Value::String(R::kind(&()).into_owned());
-    match serde_json::from_value(value) {
+pub(crate) fn decode<R: Object>(object: &Cached) -> Option<R> {
+    match object.decode() {
         Ok(object) => Some(object),
         Err(err) => {
             tracing::warn!(kind = %R::kind(&()), name = %object.name_any(), error = %err, "a related object does not decode into its type");
@@ -396,7 +386,7 @@ mod tests {
         let old = map(&[], None);
         let mut new = old.clone();
         new.data = Some([("k".to_owned(), "v".to_owned())].into());
-        let dynamic = |c: &ConfigMap| -> DynamicObject {
+        let dynamic = |c: &ConfigMap| -> Cached {
             serde_json::from_value(serde_json::to_value(c).unwrap()).unwrap()
         };
         assert!(!data.passes(&dynamic(&old), &dynamic(&old)));

@@ -16,9 +16,12 @@
 //!   watch every object of the kind.
 //! - **Lean**: what the SDK never reads is dropped before an object is cached ([`lean`]).
 //!
+//! - **Compact**: objects are held as [`Cached`] (typed metadata, the body as JSON text), not as
+//!   the `DynamicObject`s the watch decodes.
+//!
 //! kube-runtime's own shared streams (`Writer::new_shared`) need a `Default` dynamic type,
-//! which the erased owned kinds (`DynamicObject`, typed by an `ApiResource`) lack; [`Feed`]
-//! is the small fan-out used instead, for the reconciled kind's caches as well.
+//! which the erased owned kinds (typed by an `ApiResource`) lack; [`Feed`] is the small
+//! fan-out used instead, for the reconciled kind's caches as well.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -26,13 +29,13 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
-use futures::{StreamExt, channel::mpsc};
+use futures::{StreamExt, TryStreamExt, channel::mpsc};
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, ObjectMeta},
     runtime::{
         WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
+        reflector::{self, Store},
         watcher::{self, Event},
     },
 };
@@ -45,7 +48,7 @@ use super::{
     metadata::{self, Shape},
 };
 use crate::{
-    controller::{DESCENDANT_LABEL, KindCache},
+    controller::{Cached, CachedKind, DESCENDANT_LABEL, KindCache},
     observe::Metrics,
 };
 
@@ -116,6 +119,17 @@ where
     }
 }
 
+/// A watch event with its object in the cached form.
+fn compact(event: Event<DynamicObject>) -> Event<Cached> {
+    match event {
+        Event::Apply(object) => Event::Apply(object.into()),
+        Event::Delete(object) => Event::Delete(object.into()),
+        Event::Init => Event::Init,
+        Event::InitApply(object) => Event::InitApply(object.into()),
+        Event::InitDone => Event::InitDone,
+    }
+}
+
 /// Which objects of its kind a shared cache holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Selection {
@@ -177,7 +191,7 @@ impl fmt::Display for Key {
 #[derive(Clone)]
 struct Started {
     cache: KindCache,
-    feed: Arc<Feed<DynamicObject>>,
+    feed: Arc<Feed<Cached>>,
 }
 
 #[derive(Default)]
@@ -293,9 +307,10 @@ impl Caches {
             if let Some(selector) = &selector {
                 config = config.labels(selector);
             }
-            let writer = reflector::store::Writer::new(key.resource.clone());
+            let kind = CachedKind::new(key.resource.clone());
+            let writer = reflector::store::Writer::new(kind.clone());
             let store = writer.as_reader();
-            let cache = KindCache::from(store.clone());
+            let cache = KindCache::new(kind, store.clone());
             let feed = Arc::new(Feed::default());
             let started = Started {
                 cache: cache.clone(),
@@ -309,11 +324,11 @@ impl Caches {
                 metadata::watch(api, config, &key.resource, shape)
                     .default_backoff()
                     .modify(|object| lean(&mut object.metadata))
+                    .map_ok(compact)
                     .reflect(writer),
             )
             .take_until(stop.clone().cancelled_owned());
             let metrics = metrics.clone();
-            let resource = key.resource.clone();
             tasks.spawn(
                 async move {
                     tracing::debug!("cache started");
@@ -324,8 +339,7 @@ impl Caches {
                         match event {
                             Ok(Event::Apply(object)) => {
                                 metrics.cache_size(&name, store.len());
-                                let reference = ObjectRef::from_obj_with(&object, resource.clone());
-                                if let Some(cached) = store.get(&reference) {
+                                if let Some(cached) = store.get(&cache.reference(&object)) {
                                     cache.applied(cached.clone());
                                     feed.publish(&cached);
                                 }
@@ -361,7 +375,7 @@ impl Caches {
         &self,
         resource: &ApiResource,
         namespace: Option<&str>,
-    ) -> Option<(KindCache, mpsc::UnboundedReceiver<Arc<DynamicObject>>)> {
+    ) -> Option<(KindCache, mpsc::UnboundedReceiver<Arc<Cached>>)> {
         let key = Key {
             resource: resource.clone(),
             namespace: namespace.map(str::to_owned),
@@ -387,9 +401,9 @@ impl Caches {
 
 /// What the owner's trigger needs of a touched owned object: its name and owner references
 /// (so that the feed's shared object is not copied whole for every controller).
-pub(crate) fn owner_stub(object: &DynamicObject) -> DynamicObject {
+pub(crate) fn owner_stub(object: &Cached) -> DynamicObject {
     DynamicObject {
-        types: object.types.clone(),
+        types: None,
         metadata: ObjectMeta {
             name: object.metadata.name.clone(),
             namespace: object.metadata.namespace.clone(),
@@ -543,7 +557,7 @@ mod tests {
 
     #[test]
     fn the_owner_stub_keeps_what_the_trigger_reads() {
-        let object: DynamicObject = serde_json::from_value(json!({
+        let object: Cached = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "a", "namespace": "n", "labels": {"x": "y"},
                 "ownerReferences": [{"apiVersion": "e2e/v1", "kind": "W", "name": "w",

@@ -314,7 +314,7 @@ mod tests {
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::{
         CustomResource,
-        api::{ApiResource, DynamicObject, ObjectMeta},
+        api::{ApiResource, ObjectMeta},
         client::Body,
         runtime::{reflector::store::Writer, watcher},
     };
@@ -323,7 +323,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::controller::{Reconcile, Step, StepFuture};
+    use crate::controller::{Cached, CachedKind, KindCache, Reconcile, Step, StepFuture};
 
     #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
     #[kube(
@@ -683,15 +683,15 @@ mod tests {
     }
 
     fn cached_all(children: Vec<Value>) -> OwnedCaches {
-        let resource = ApiResource::erase::<ConfigMap>(&());
-        let mut writer = Writer::<DynamicObject>::new(resource.clone());
+        let kind = CachedKind::new(ApiResource::erase::<ConfigMap>(&()));
+        let mut writer = Writer::<Cached>::new(kind.clone());
         for child in children {
             writer.apply_watcher_event(&watcher::Event::Apply(
                 serde_json::from_value(child).unwrap(),
             ));
         }
         let mut cache = OwnedCaches::default();
-        cache.add(resource, writer.as_reader());
+        cache.add(KindCache::new(kind, writer.as_reader()));
         cache
     }
 

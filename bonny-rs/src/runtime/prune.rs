@@ -22,7 +22,7 @@ use kube::{
 };
 
 use super::watches::OwnedCaches;
-use crate::controller::{DESCENDANT_LABEL, Descendant, ReconcileError};
+use crate::controller::{Cached, DESCENDANT_LABEL, Descendant, ReconcileError};
 
 /// The descendants deleted by this controller scope that its cache still shows, per kind, by
 /// UID with their namespace and name: at most the deletions whose watch event has not arrived
@@ -84,7 +84,7 @@ pub(crate) struct Stale {
 
 /// Whether `object` is a descendant this controller applied for the owner with UID `owner`,
 /// still alive. Pure.
-fn applied_for(object: &DynamicObject, controller: &str, owner: &str) -> bool {
+fn applied_for(object: &Cached, controller: &str, owner: &str) -> bool {
     let labelled = object
         .labels()
         .get(DESCENDANT_LABEL)
@@ -99,7 +99,7 @@ fn applied_for(object: &DynamicObject, controller: &str, owner: &str) -> bool {
 /// The objects among `cached` (of kind `resource`) that are descendants applied by
 /// `controller` for `owner` and not among `registered`. Pure.
 pub(crate) fn stale<'a>(
-    cached: impl IntoIterator<Item = &'a DynamicObject>,
+    cached: impl IntoIterator<Item = &'a Cached>,
     resource: &ApiResource,
     controller: &str,
     owner: &str,
@@ -196,7 +196,7 @@ mod tests {
 
     use super::*;
 
-    fn object(name: &str, labels: Value, owner: &str, controller: bool) -> DynamicObject {
+    fn object(name: &str, labels: Value, owner: &str, controller: bool) -> Cached {
         serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),

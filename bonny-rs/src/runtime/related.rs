@@ -16,7 +16,7 @@ use std::{
 use futures::{Stream, StreamExt, future};
 use kube::{
     Resource, ResourceExt,
-    api::{ApiResource, DynamicObject, ObjectMeta},
+    api::ObjectMeta,
     runtime::{
         Controller as KubeController,
         reflector::{ObjectRef, Store},
@@ -25,7 +25,7 @@ use kube::{
 };
 
 use super::{cache::Caches, watches::OwnedCaches};
-use crate::controller::{Config, Filter, Map, Object, ReadFn, WatchedKind};
+use crate::controller::{Cached, Config, Filter, KindCache, Map, Object, ReadFn, WatchedKind};
 
 type Events<T> = Result<Event<T>, watcher::Error>;
 
@@ -95,11 +95,10 @@ impl<K: Object> Related<K> {
                 tracing::error!(kind = %resource.kind, "no cache was started for a watched kind; its changes will not trigger reconciles");
                 continue;
             };
-            let store = shared.store().clone();
-            cache.add_readable(resource.clone(), shared);
+            let kind = shared.kind().clone();
+            cache.add_readable(shared.clone());
             // The filters judge each change against the last version this controller saw.
-            let touched =
-                filter_touched(touched, watched.filters().to_vec(), store, resource.clone());
+            let touched = filter_touched(touched, watched.filters().to_vec(), shared);
             let map = watched.map().clone();
             // The field form needs only where the object is; the function form reads it whole.
             let by_field = index.is_some();
@@ -112,12 +111,12 @@ impl<K: Object> Related<K> {
             });
             controller = controller.watches_stream_with(
                 events,
-                move |object: DynamicObject| match (&map, &index) {
+                move |object: Cached| match (&map, &index) {
                     (_, Some(index)) => index.lookup(object.namespace(), &object.name_any()),
                     (Map::Function(map), None) => map(&object),
                     (Map::Field { .. }, None) => Vec::new(),
                 },
-                resource,
+                kind,
             );
         }
         controller
@@ -129,18 +128,17 @@ impl<K: Object> Related<K> {
 /// deletion and an object being deleted always pass; a gone object's previous version is
 /// dropped.
 pub(crate) fn filter_touched(
-    touched: impl Stream<Item = Arc<DynamicObject>> + Send + 'static,
-    filters: Vec<Filter<DynamicObject>>,
-    store: Store<DynamicObject>,
-    resource: ApiResource,
-) -> impl Stream<Item = Arc<DynamicObject>> + Send + 'static {
-    let mut previous: HashMap<ObjectRef<DynamicObject>, Arc<DynamicObject>> = HashMap::new();
+    touched: impl Stream<Item = Arc<Cached>> + Send + 'static,
+    filters: Vec<Filter<Cached>>,
+    cache: KindCache,
+) -> impl Stream<Item = Arc<Cached>> + Send + 'static {
+    let mut previous: HashMap<ObjectRef<Cached>, Arc<Cached>> = HashMap::new();
     touched.filter(move |object| {
         if filters.is_empty() {
             return future::ready(true);
         }
-        let reference = ObjectRef::from_obj_with(&**object, resource.clone());
-        let pass = if store.get(&reference).is_none() {
+        let reference = cache.reference(object);
+        let pass = if cache.store().get(&reference).is_none() {
             previous.remove(&reference);
             true
         } else {
@@ -158,16 +156,12 @@ pub(crate) fn filter_touched(
 
 /// Where a touched object is (its type, namespace and name): all a field-mapped event needs,
 /// so the shared cache's object is not copied whole for every subscriber.
-fn place_stub(object: &DynamicObject) -> DynamicObject {
-    DynamicObject {
-        types: object.types.clone(),
-        metadata: ObjectMeta {
-            name: object.metadata.name.clone(),
-            namespace: object.metadata.namespace.clone(),
-            ..ObjectMeta::default()
-        },
-        data: serde_json::Value::Null,
-    }
+fn place_stub(object: &Cached) -> Cached {
+    Cached::bodiless(ObjectMeta {
+        name: object.metadata.name.clone(),
+        namespace: object.metadata.namespace.clone(),
+        ..ObjectMeta::default()
+    })
 }
 
 /// The key of a referenced object: its namespace and name.

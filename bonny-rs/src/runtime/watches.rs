@@ -36,7 +36,7 @@ use super::{
     related::{self, Related},
 };
 use crate::{
-    controller::{Caches, Controller, KindCache, Object, Scope},
+    controller::{Cached, Caches, Controller, KindCache, Object, Scope},
     observe::Metrics,
 };
 
@@ -47,22 +47,21 @@ use crate::{
 /// asks the API server in every other case.
 #[derive(Default)]
 pub(crate) struct OwnedCaches {
-    stores: HashMap<(String, String), (ApiResource, KindCache)>,
+    stores: HashMap<(String, String), KindCache>,
     /// Every cache of the scope (owned and watched kinds), for the author's reads.
     readable: Arc<Caches>,
 }
 
 impl OwnedCaches {
-    /// Serve lookups of `resource` objects from `cache`.
-    pub(crate) fn add(&mut self, resource: ApiResource, cache: impl Into<KindCache>) {
-        let cache = cache.into();
-        self.add_readable(resource.clone(), cache.clone());
-        self.stores.insert(key(&resource), (resource, cache));
+    /// Serve lookups of the objects of `cache`'s kind from it.
+    pub(crate) fn add(&mut self, cache: KindCache) {
+        self.add_readable(cache.clone());
+        self.stores.insert(key(cache.kind().resource()), cache);
     }
 
-    /// Serve the author's reads (only) of `resource` objects from `cache`.
-    pub(crate) fn add_readable(&mut self, resource: ApiResource, cache: KindCache) {
-        Arc::make_mut(&mut self.readable).add(resource, cache);
+    /// Serve the author's reads (only) of the objects of `cache`'s kind from it.
+    pub(crate) fn add_readable(&mut self, cache: KindCache) {
+        Arc::make_mut(&mut self.readable).add(cache);
     }
 
     /// The caches the author reads through `Axn::cache`.
@@ -72,12 +71,14 @@ impl OwnedCaches {
 
     /// The cached copy of a descendant, if its kind is watched and the cache holds it.
     pub(crate) fn get(&self, resource: &ApiResource, namespace: &str, name: &str) -> Option<Value> {
-        let object = self.object(resource, namespace, name)?;
-        let mut value = serde_json::to_value(&*object).ok()?;
         // Listed items carry no type; the descendant declares it, so the cache must too.
-        value["apiVersion"] = Value::String(resource.api_version.clone());
-        value["kind"] = Value::String(resource.kind.clone());
-        Some(value)
+        match self.object(resource, namespace, name)?.to_value(resource) {
+            Ok(value) => Some(value),
+            Err(err) => {
+                tracing::warn!(kind = %resource.kind, %name, error = %err, "a cached descendant does not read back as JSON; asking the API server");
+                None
+            }
+        }
     }
 
     /// The cached object `name` in `namespace` of `resource`'s kind, if its kind is watched
@@ -87,19 +88,16 @@ impl OwnedCaches {
         resource: &ApiResource,
         namespace: &str,
         name: &str,
-    ) -> Option<Arc<DynamicObject>> {
-        let (resource, cache) = self.stores.get(&key(resource))?;
-        cache
-            .store()
-            .get(&ObjectRef::new_with(name, resource.clone()).within(namespace))
+    ) -> Option<Arc<Cached>> {
+        self.stores.get(&key(resource))?.get(namespace, name)
     }
 
     /// The cached objects of `resource`'s kind with an owner reference to the UID `owner`
     /// (from the cache's owner index: no scan); none when the kind is not watched.
-    pub(crate) fn owned_by(&self, resource: &ApiResource, owner: &str) -> Vec<Arc<DynamicObject>> {
+    pub(crate) fn owned_by(&self, resource: &ApiResource, owner: &str) -> Vec<Arc<Cached>> {
         self.stores
             .get(&key(resource))
-            .map(|(_, cache)| cache.owned_by(owner))
+            .map(|cache| cache.owned_by(owner))
             .unwrap_or_default()
     }
 }
@@ -278,15 +276,9 @@ pub(crate) fn spawn<C: Controller>(
                 tracing::error!(kind = %resource.kind, "no cache was started for an owned kind; its changes will not trigger reconciles");
                 continue;
             };
-            let store_for_filters = shared.store().clone();
-            cache.add(resource.clone(), shared);
+            cache.add(shared.clone());
             // The author's filters on this kind judge each change against the last one seen.
-            let touched = related::filter_touched(
-                touched,
-                config.owned_filters(resource),
-                store_for_filters,
-                resource.clone(),
-            );
+            let touched = related::filter_touched(touched, config.owned_filters(resource), shared);
             let children = queue::count_owner_triggers::<C::Resource, _>(
                 touched.map(|object| Ok::<_, watcher::Error>(owner_stub(&object))),
                 work_queue.clone(),
