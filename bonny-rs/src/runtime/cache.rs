@@ -1,6 +1,6 @@
 //! The operator's watch caches of owned and watched kinds: one per kind and namespace scope,
 //! shared by every controller of the operator that owns or watches the kind, indexed by owner,
-//! and lean.
+//! lean and compact.
 //!
 //! - **Shared**: controllers declare what they own ([`Caches::declare`]) and watch
 //!   ([`Caches::declare_watched`]) before anything starts; each kind and namespace scope then
@@ -15,7 +15,6 @@
 //!   ([`Config::adopt_existing`](crate::controller::Config::adopt_existing)) makes its caches
 //!   watch every object of the kind.
 //! - **Lean**: what the SDK never reads is dropped before an object is cached ([`lean`]).
-//!
 //! - **Compact**: objects are held as [`Cached`] (typed metadata, the body as JSON text), not as
 //!   the `DynamicObject`s the watch decodes.
 //!
