@@ -194,10 +194,6 @@ mod tests {
 
     use super::*;
 
-    fn dynamic(value: Value) -> DynamicObject {
-        serde_json::from_value(value).unwrap()
-    }
-
     #[test]
     fn the_cached_form_gives_back_the_object_it_was_made_from() {
         let object = json!({
@@ -206,7 +202,7 @@ mod tests {
             "data": {"k": "v", "quote": "\"{,}\""},
             "binaryData": {"b": "AA=="},
         });
-        let cached = Cached::from(dynamic(object.clone()));
+        let cached = Cached::from(serde_json::from_value::<DynamicObject>(object.clone()).unwrap());
         let resource = ApiResource::erase::<ConfigMap>(&());
         assert_eq!(cached.to_value(&resource).unwrap(), object);
         let typed: ConfigMap = cached.decode().unwrap();
@@ -216,9 +212,8 @@ mod tests {
 
     #[test]
     fn a_listed_item_without_a_type_is_typed_by_its_cache() {
-        let cached = Cached::from(dynamic(
-            json!({"metadata": {"name": "a"}, "data": {"k": "v"}}),
-        ));
+        let listed = json!({"metadata": {"name": "a"}, "data": {"k": "v"}});
+        let cached = Cached::from(serde_json::from_value::<DynamicObject>(listed).unwrap());
         let resource = ApiResource::erase::<ConfigMap>(&());
         let value = cached.to_value(&resource).unwrap();
         assert_eq!(value["apiVersion"], "v1");
@@ -228,7 +223,8 @@ mod tests {
 
     #[test]
     fn an_object_without_a_body_decodes_with_its_metadata_alone() {
-        let mut bodiless = dynamic(json!({"metadata": {"name": "a"}}));
+        let mut bodiless: DynamicObject =
+            serde_json::from_value(json!({"metadata": {"name": "a"}})).unwrap();
         bodiless.data = Value::Null;
         for cached in [
             Cached::from(bodiless),

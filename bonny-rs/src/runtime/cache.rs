@@ -16,7 +16,7 @@
 //!   watch every object of the kind.
 //! - **Lean**: what the SDK never reads is dropped before an object is cached ([`lean`]).
 //! - **Compact**: objects are held as [`Cached`] (typed metadata, the body as JSON text), not as
-//!   the `DynamicObject`s the watch decodes.
+//!   the `DynamicObject`s the watch decodes ([`metadata::watch`] turns one into the other).
 //!
 //! kube-runtime's own shared streams (`Writer::new_shared`) need a `Default` dynamic type,
 //! which the erased owned kinds (typed by an `ApiResource`) lack; [`Feed`] is the small
@@ -28,7 +28,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
-use futures::{StreamExt, TryStreamExt, channel::mpsc};
+use futures::{StreamExt, channel::mpsc};
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, ObjectMeta},
@@ -115,17 +115,6 @@ where
 {
     for object in store.state() {
         feed.publish(&object);
-    }
-}
-
-/// A watch event with its object in the cached form.
-fn compact(event: Event<DynamicObject>) -> Event<Cached> {
-    match event {
-        Event::Apply(object) => Event::Apply(object.into()),
-        Event::Delete(object) => Event::Delete(object.into()),
-        Event::Init => Event::Init,
-        Event::InitApply(object) => Event::InitApply(object.into()),
-        Event::InitDone => Event::InitDone,
     }
 }
 
@@ -323,7 +312,6 @@ impl Caches {
                 metadata::watch(api, config, &key.resource, shape)
                     .default_backoff()
                     .modify(|object| lean(&mut object.metadata))
-                    .map_ok(compact)
                     .reflect(writer),
             )
             .take_until(stop.clone().cancelled_owned());

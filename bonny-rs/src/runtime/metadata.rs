@@ -12,14 +12,14 @@ use std::{
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 use kube::{
     Api,
-    api::{ApiResource, DynamicObject, PartialObjectMeta, TypeMeta},
+    api::{ApiResource, DynamicObject, PartialObjectMeta},
     runtime::watcher::{self, Event},
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{diff::contains, expiring::Expiring};
-use crate::controller::APPLIED_HASH;
+use crate::controller::{APPLIED_HASH, Cached};
 
 /// What a shared cache holds of each object.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,14 +51,15 @@ impl Shape {
 }
 
 /// A watch's events, as the caches consume them.
-pub(crate) type Events = BoxStream<'static, watcher::Result<Event<DynamicObject>>>;
+pub(crate) type Events = BoxStream<'static, watcher::Result<Event<Cached>>>;
 
-/// The watch of `resource` objects through `api` with `config`, in `shape`.
+/// The watch of `resource` objects through `api` with `config`, in `shape`, each object in the
+/// form the caches hold ([`Cached`]).
 ///
 /// For [`Shape::Metadata`] the API server serves `PartialObjectMetadata` (`Accept:
-/// application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`); each one becomes a
-/// `DynamicObject` of `resource`'s type with that metadata and a `null` body, so the caches and
-/// their readers handle both shapes alike.
+/// application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`); each one becomes a cached
+/// object with that metadata and no body, so the caches and their readers handle both shapes
+/// alike.
 pub(crate) fn watch(
     api: Api<DynamicObject>,
     config: watcher::Config,
@@ -66,12 +67,10 @@ pub(crate) fn watch(
     shape: Shape,
 ) -> Events {
     match shape {
-        Shape::Full => watcher::watcher(api, config).boxed(),
+        Shape::Full => watcher::watcher(api, config)
+            .map_ok(|event| map_event(event, Cached::from))
+            .boxed(),
         Shape::Metadata => {
-            let types = TypeMeta {
-                api_version: resource.api_version.clone(),
-                kind: resource.kind.clone(),
-            };
             // An `Api` of `PartialObjectMeta` asks for metadata only, in the same scope.
             let namespace = api.namespace().map(str::to_owned);
             let client = api.into_client();
@@ -80,18 +79,9 @@ pub(crate) fn watch(
                 None => Api::all_with(client, resource),
             };
             watcher::watcher(api, config)
-                .map_ok(move |event| map_event(event, |partial| bodiless(partial, &types)))
+                .map_ok(|event| map_event(event, |partial| Cached::bodiless(partial.metadata)))
                 .boxed()
         }
-    }
-}
-
-/// A metadata-only object as a `DynamicObject` typed `types`, with a `null` body.
-fn bodiless(partial: PartialObjectMeta<DynamicObject>, types: &TypeMeta) -> DynamicObject {
-    DynamicObject {
-        types: Some(types.clone()),
-        metadata: partial.metadata,
-        data: Value::Null,
     }
 }
 
@@ -413,17 +403,15 @@ mod tests {
 
     #[test]
     fn a_metadata_only_object_caches_and_serialises_with_an_empty_body() {
-        let types = TypeMeta {
-            api_version: "v1".into(),
-            kind: "ConfigMap".into(),
-        };
         let partial: PartialObjectMeta<DynamicObject> = serde_json::from_value(json!({
             "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
             "metadata": {"name": "c", "namespace": "n", "resourceVersion": "9"},
         }))
         .unwrap();
-        let object = bodiless(partial, &types);
-        let value = serde_json::to_value(&object).unwrap();
+        let object = Cached::bodiless(partial.metadata);
+        let value = object
+            .to_value(&ApiResource::erase::<ConfigMap>(&()))
+            .unwrap();
         assert_eq!(
             value,
             json!({"apiVersion": "v1", "kind": "ConfigMap",
