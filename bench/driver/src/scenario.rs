@@ -228,6 +228,28 @@ pub struct State {
     pub reconciled: usize,
 }
 
+/// `request`, sent again after a transport failure (a loaded API server may drop a
+/// connection), up to [`RETRIES`] times; an answer of the API server is final. For requests
+/// whose repeat changes nothing.
+async fn retried<T, F, Fut>(what: &str, mut request: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 1;
+    loop {
+        match request().await {
+            Ok(answer) => return Ok(answer),
+            Err(err) if attempt < RETRIES && !matches!(err, kube::Error::Api(_)) => {
+                eprintln!("  {what} failed ({err}); retrying");
+                attempt += 1;
+                tokio::time::sleep(POLL).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
 impl Cluster {
     /// Installs the Widget CRD and the namespace on a new control plane.
     pub async fn prepare(env: &TestEnv) -> Result<Cluster, BoxError> {
@@ -271,50 +293,29 @@ impl Cluster {
         Ok(())
     }
 
-    /// Labels one widget, again after a transport failure (a loaded API server may drop a
-    /// connection): the merge patch is idempotent, so a repeat that lands twice changes nothing.
+    /// Labels one widget: a merge patch, so a repeat that lands twice changes nothing.
     async fn touch(&self, name: &str) -> Result<(), BoxError> {
         let patch = serde_json::json!({ "metadata": { "labels": { "bench-touched": "yes" } } });
-        let mut attempt = 1;
-        loop {
+        let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        retried("touch", || {
             self.ledger.record("PATCH", "widgets", 1);
-            match self
-                .widgets
-                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(err) if attempt < RETRIES && !matches!(err, kube::Error::Api(_)) => {
-                    eprintln!("  touch failed ({err}); retrying");
-                    attempt += 1;
-                    tokio::time::sleep(POLL).await;
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
+            self.widgets.patch(name, &params, &patch)
+        })
+        .await?;
+        Ok(())
     }
 
-    /// Deletes every widget, again after a transport failure: a repeated delete of the
-    /// collection deletes what is left, which is what the first one meant.
+    /// Deletes every widget: a repeated delete of the collection deletes what is left, which
+    /// is what the first one meant.
     async fn delete_all(&self) -> Result<(), BoxError> {
-        let mut attempt = 1;
-        loop {
+        let (params, all) = (DeleteParams::default(), ListParams::default());
+        retried("delete of all widgets", || {
             // The API server counts a delete of a collection under the verb DELETE.
             self.ledger.record("DELETE", "widgets", 1);
-            match self
-                .widgets
-                .delete_collection(&DeleteParams::default(), &ListParams::default())
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(err) if attempt < RETRIES && !matches!(err, kube::Error::Api(_)) => {
-                    eprintln!("  delete of all widgets failed ({err}); retrying");
-                    attempt += 1;
-                    tokio::time::sleep(POLL).await;
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
+            self.widgets.delete_collection(&params, &all)
+        })
+        .await?;
+        Ok(())
     }
 
     /// [`Cluster::poll_once`], again after a failure (a loaded API server may drop a
