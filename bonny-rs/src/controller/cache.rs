@@ -16,7 +16,6 @@ use std::{
 
 use kube::{
     Resource, ResourceExt,
-    api::ObjectMeta,
     core::{Selector, SelectorExt},
     runtime::reflector::{ObjectRef, Store},
 };
@@ -232,12 +231,9 @@ impl KindCache {
 
     /// The store dropped `object`: it is forgotten.
     pub(crate) fn deleted(&self, object: &Cached) {
-        let place = Cached::bodiless(ObjectMeta {
-            name: object.metadata.name.clone(),
-            namespace: object.metadata.namespace.clone(),
-            ..ObjectMeta::default()
-        });
-        self.owners.lock().unindex(&Placed(Arc::new(place)));
+        self.owners
+            .lock()
+            .unindex(&Placed(Arc::new(object.place())));
     }
 
     /// The store took a whole (re-)list: the index is rebuilt from it, so objects that

@@ -66,7 +66,7 @@ impl fmt::Debug for CachedKind {
 ///
 /// Made from the `DynamicObject` a watch decoded ([`From`]), which it then replaces; its kind
 /// comes from the cache ([`CachedKind`]), as listed items carry no type of their own.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct Cached {
     /// The object's metadata.
     pub(crate) metadata: ObjectMeta,
@@ -83,6 +83,16 @@ impl Cached {
             metadata,
             members: Box::default(),
         }
+    }
+
+    /// Where this object is (its namespace and name) and nothing else: what a key, an index
+    /// entry or a field-mapped event needs, without a copy of the object.
+    pub(crate) fn place(&self) -> Self {
+        Self::bodiless(ObjectMeta {
+            name: self.metadata.name.clone(),
+            namespace: self.metadata.namespace.clone(),
+            ..ObjectMeta::default()
+        })
     }
 
     /// The whole object as JSON text, typed `api_version` and `kind`.
@@ -237,6 +247,21 @@ mod tests {
             assert_eq!(typed.metadata.name.as_deref(), Some("a"));
             assert!(typed.data.is_none());
         }
+    }
+
+    #[test]
+    fn its_place_keeps_the_namespace_and_name_only() {
+        let cached: Cached = serde_json::from_value(json!({
+            "metadata": {"name": "a", "namespace": "n", "uid": "u", "labels": {"x": "y"}},
+            "data": {"k": "v"},
+        }))
+        .unwrap();
+        let place = cached.place();
+        assert_eq!(
+            serde_json::to_value(&place.metadata).unwrap(),
+            json!({"name": "a", "namespace": "n"})
+        );
+        assert!(place.members.is_empty());
     }
 
     #[test]

@@ -386,11 +386,11 @@ mod tests {
         let old = map(&[], None);
         let mut new = old.clone();
         new.data = Some([("k".to_owned(), "v".to_owned())].into());
-        let dynamic = |c: &ConfigMap| -> Cached {
+        let cached = |c: &ConfigMap| -> Cached {
             serde_json::from_value(serde_json::to_value(c).unwrap()).unwrap()
         };
-        assert!(!data.passes(&dynamic(&old), &dynamic(&old)));
-        assert!(data.passes(&dynamic(&old), &dynamic(&new)));
+        assert!(!data.passes(&cached(&old), &cached(&old)));
+        assert!(data.passes(&cached(&old), &cached(&new)));
     }
 
     #[test]

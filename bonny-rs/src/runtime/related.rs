@@ -16,7 +16,6 @@ use std::{
 use futures::{Stream, StreamExt, future};
 use kube::{
     Resource, ResourceExt,
-    api::ObjectMeta,
     runtime::{
         Controller as KubeController,
         reflector::{ObjectRef, Store},
@@ -104,7 +103,7 @@ impl<K: Object> Related<K> {
             let by_field = index.is_some();
             let events = touched.map(move |object| {
                 Ok::<_, watcher::Error>(if by_field {
-                    place_stub(&object)
+                    object.place()
                 } else {
                     (*object).clone()
                 })
@@ -151,16 +150,6 @@ pub(crate) fn filter_touched(
             }
         };
         future::ready(pass)
-    })
-}
-
-/// Where a touched object is (its type, namespace and name): all a field-mapped event needs,
-/// so the shared cache's object is not copied whole for every subscriber.
-fn place_stub(object: &Cached) -> Cached {
-    Cached::bodiless(ObjectMeta {
-        name: object.metadata.name.clone(),
-        namespace: object.metadata.namespace.clone(),
-        ..ObjectMeta::default()
     })
 }
 
@@ -355,7 +344,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use k8s_openapi::{api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::Time};
-    use kube::runtime::reflector;
+    use kube::{api::ObjectMeta, runtime::reflector};
 
     use super::*;
 
