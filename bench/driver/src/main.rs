@@ -312,7 +312,7 @@ async fn rounds(
 }
 
 /// Least-squares fit `y = a + b x`: `(a, b)`; `None` with fewer than two distinct `x`.
-fn least_squares(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+fn least_squares(points: &[(f64, f64)]) -> Option<Line> {
     let count = points.len() as f64;
     if points.len() < 2 {
         return None;
@@ -328,9 +328,15 @@ fn least_squares(points: &[(f64, f64)]) -> Option<(f64, f64)> {
     Some((mean_y - slope * mean_x, slope))
 }
 
+/// Every peer's outcomes (one per round) at one size.
+type SizeOutcomes = (usize, Vec<(Peer, Vec<Outcome>)>);
+
+/// A straight line fitted to points: intercept and slope.
+type Line = (f64, f64);
+
 /// Per peer: KiB of peak and steady RSS per widget (the slope over the sizes) and the
 /// intercept, then bonny-rs's slope over every other peer's.
-fn slopes(by_size: &[(usize, Vec<(Peer, Vec<Outcome>)>)]) -> String {
+fn slopes(by_size: &[SizeOutcomes]) -> String {
     let peers: Vec<Peer> = by_size
         .first()
         .map(|(_, o)| o.iter().map(|(p, _)| *p).collect())
@@ -346,7 +352,7 @@ fn slopes(by_size: &[(usize, Vec<(Peer, Vec<Outcome>)>)]) -> String {
             .collect();
         least_squares(&points)
     };
-    let rows: Vec<(Peer, Option<(f64, f64)>, Option<(f64, f64)>)> = peers
+    let rows: Vec<(Peer, Option<Line>, Option<Line>)> = peers
         .iter()
         .map(|&p| (p, fit(p, |o| o.peak_rss_kib), fit(p, |o| o.steady_rss_kib)))
         .collect();
@@ -392,6 +398,8 @@ struct Column {
     header: &'static str,
     value: fn(&Outcome, usize) -> f64,
     decimals: usize,
+    /// Whether bonny-rs's value over another peer's means something (not for shares).
+    ratio: bool,
 }
 
 const COLUMNS: &[Column] = &[
@@ -399,61 +407,97 @@ const COLUMNS: &[Column] = &[
         header: "startup s",
         value: |o, _| o.startup.as_secs_f64(),
         decimals: 2,
+        ratio: true,
     },
     Column {
         header: "reconcile N s",
         value: |o, _| o.reconcile.as_secs_f64(),
         decimals: 2,
+        ratio: true,
     },
     Column {
         header: "delete N s",
         value: |o, _| o.deletion.as_secs_f64(),
         decimals: 2,
+        ratio: true,
     },
     Column {
         header: "writes/widget (create)",
         value: |o, n| o.create.peer_writes() as f64 / n.max(1) as f64,
         decimals: 2,
+        ratio: true,
     },
     Column {
         header: "writes/no-op reconcile",
         value: |o, n| o.steady.peer_writes() as f64 / n.max(1) as f64,
         decimals: 2,
+        ratio: true,
     },
     Column {
         header: "requests/no-op reconcile",
         value: |o, n| o.steady.total() as f64 / n.max(1) as f64,
         decimals: 2,
+        ratio: true,
     },
     Column {
         header: "requests (run)",
         value: |o, _| o.total.total() as f64,
         decimals: 0,
+        ratio: true,
     },
     Column {
         header: "409s",
         value: |o, _| o.total.conflicts() as f64,
         decimals: 0,
+        ratio: true,
     },
     Column {
         header: "startup RSS MiB",
         value: |o, _| o.startup_rss_kib as f64 / 1024.0,
         decimals: 1,
+        ratio: true,
     },
     Column {
         header: "peak RSS MiB",
         value: |o, _| o.peak_rss_kib as f64 / 1024.0,
         decimals: 1,
+        ratio: true,
     },
     Column {
         header: "steady RSS MiB",
         value: |o, _| o.steady_rss_kib as f64 / 1024.0,
         decimals: 1,
+        ratio: true,
     },
     Column {
         header: "CPU s",
         value: |o, _| o.cpu.as_secs_f64(),
         decimals: 2,
+        ratio: true,
+    },
+    Column {
+        header: "reconcile N: peer CPU s",
+        value: |o, _| o.reconcile_load.peer.as_secs_f64(),
+        decimals: 2,
+        ratio: true,
+    },
+    Column {
+        header: "reconcile N: control plane CPU s",
+        value: |o, _| o.reconcile_load.control_plane.as_secs_f64(),
+        decimals: 2,
+        ratio: true,
+    },
+    Column {
+        header: "reconcile N: driver CPU s",
+        value: |o, _| o.reconcile_load.driver.as_secs_f64(),
+        decimals: 2,
+        ratio: false,
+    },
+    Column {
+        header: "reconcile N: machine idle %",
+        value: |o, _| o.reconcile_load.idle * 100.0,
+        decimals: 1,
+        ratio: false,
     },
 ];
 
@@ -502,7 +546,9 @@ fn table(outcomes: &[(Peer, Vec<Outcome>)], n: usize) -> String {
         let cells: Vec<String> = bonny
             .iter()
             .zip(values)
-            .map(|(b, p)| match (b, p) {
+            .zip(COLUMNS)
+            .map(|((b, p), column)| match (b, p) {
+                _ if !column.ratio => String::new(),
                 (Some(b), Some(p)) if *p > 0.0 => format!("{:.2}×", b / p),
                 (Some(b), Some(_)) if *b == 0.0 => "0 vs 0".to_owned(),
                 (Some(_), Some(_)) => "∞".to_owned(),

@@ -214,6 +214,47 @@ impl Usage {
     }
 }
 
+/// The whole machine's CPU time from `/proc/stat`: busy and idle, every core summed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MachineCpu {
+    /// Ticks spent on anything but idle and iowait.
+    pub busy: u64,
+    /// Ticks spent idle or waiting for I/O.
+    pub idle: u64,
+}
+
+impl MachineCpu {
+    /// Reads `/proc/stat`; zeros where it cannot be read.
+    pub fn read() -> MachineCpu {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .find_map(|line| line.strip_prefix("cpu "))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .filter_map(|t| t.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        // user nice system idle iowait irq softirq steal (guest time is counted in user).
+        let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+        let idle = at(3) + at(4);
+        let busy = (0..8).filter(|i| !matches!(i, 3 | 4)).map(at).sum();
+        MachineCpu { busy, idle }
+    }
+
+    /// The share of the machine that was idle from `earlier` to `self`, 0 to 1.
+    pub fn idle_since(&self, earlier: &MachineCpu) -> f64 {
+        let idle = self.idle.saturating_sub(earlier.idle) as f64;
+        let busy = self.busy.saturating_sub(earlier.busy) as f64;
+        if idle + busy > 0.0 {
+            idle / (idle + busy)
+        } else {
+            0.0
+        }
+    }
+}
+
 /// Clock ticks per second for `/proc/<pid>/stat` (`getconf CLK_TCK`, else 100).
 pub fn ticks_per_second() -> u64 {
     Command::new("getconf")
@@ -279,4 +320,30 @@ fn profiling_env() -> Vec<(String, String)> {
         .filter_map(|pair| pair.split_once('='))
         .map(|(key, value)| (key.trim().to_owned(), value.to_owned()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_share_is_the_idle_ticks_over_all_ticks_between_two_reads() {
+        let earlier = MachineCpu {
+            busy: 1_000,
+            idle: 500,
+        };
+        let later = MachineCpu {
+            busy: 1_300,
+            idle: 600,
+        };
+        assert!((later.idle_since(&earlier) - 0.25).abs() < 1e-9);
+        // No time passed: nothing to divide by.
+        assert_eq!(earlier.idle_since(&earlier), 0.0);
+    }
+
+    #[test]
+    fn this_machine_has_counted_some_cpu_time() {
+        let now = MachineCpu::read();
+        assert!(now.busy > 0 && now.idle > 0, "{now:?}");
+    }
 }

@@ -20,7 +20,7 @@ use kube::{
 
 use crate::{
     BoxError,
-    peer::{Peer, Process, Sampler, Usage, ticks_per_second},
+    peer::{MachineCpu, Peer, Process, Sampler, Usage, ticks_per_second},
     requests::{Counts, Ledger, Mark},
 };
 
@@ -72,6 +72,52 @@ pub struct Outcome {
     pub steady_rss_kib: u64,
     /// CPU time over the whole run.
     pub cpu: Duration,
+    /// Where the machine's CPU went while the N widgets were reconciled.
+    pub reconcile_load: Load,
+}
+
+/// The machine's CPU over one phase: the peer's, the control plane's (etcd and
+/// kube-apiserver), and the share left idle. A phase with almost nothing idle was bound by the
+/// machine, not by the peer's latency.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Load {
+    /// The peer's CPU time.
+    pub peer: Duration,
+    /// etcd's and kube-apiserver's CPU time.
+    pub control_plane: Duration,
+    /// The driver's own CPU time (creating widgets, listing them to see what the peer did).
+    pub driver: Duration,
+    /// The share of all cores left idle, 0 to 1.
+    pub idle: f64,
+}
+
+/// CPU counters at one instant, for [`Load`].
+struct LoadMark {
+    peer: Duration,
+    control_plane: Duration,
+    driver: Duration,
+    machine: MachineCpu,
+}
+
+impl LoadMark {
+    fn take(env: &TestEnv, pid: u32, ticks: u64) -> LoadMark {
+        let cpu = |pid: u32| Usage::read(pid, ticks).unwrap_or_default().cpu;
+        LoadMark {
+            peer: cpu(pid),
+            control_plane: env.pids().into_iter().map(cpu).sum(),
+            driver: cpu(std::process::id()),
+            machine: MachineCpu::read(),
+        }
+    }
+
+    fn since(&self, earlier: &LoadMark) -> Load {
+        Load {
+            peer: self.peer.saturating_sub(earlier.peer),
+            control_plane: self.control_plane.saturating_sub(earlier.control_plane),
+            driver: self.driver.saturating_sub(earlier.driver),
+            idle: self.machine.idle_since(&earlier.machine),
+        }
+    }
 }
 
 /// Runs `peer` (its binary at `binary`) through the scenario on a new control plane.
@@ -115,6 +161,7 @@ pub async fn run(
     // Reconcile N new widgets.
     let names: Vec<String> = (0..settings.n).map(|i| format!("w-{i:05}")).collect();
     let begun = Instant::now();
+    let load_begun = LoadMark::take(&env, pid, ticks);
     cluster.create(&names, settings.concurrency).await?;
     let want = settings.n + 1;
     cluster
@@ -123,6 +170,7 @@ pub async fn run(
         })
         .await?;
     let reconcile = begun.elapsed();
+    let reconcile_load = LoadMark::take(&env, pid, ticks).since(&load_begun);
     let m2 = cluster.settle(&env, process).await?;
 
     // Steady state: touch each widget's label once, spread over the first half of the
@@ -170,6 +218,7 @@ pub async fn run(
         peak_rss_kib: end.hwm_kib.max(sampler.latest().hwm_kib),
         steady_rss_kib,
         cpu: end.cpu,
+        reconcile_load,
     })
 }
 
