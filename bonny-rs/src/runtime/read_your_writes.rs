@@ -45,6 +45,15 @@ pub(crate) struct Written<K: Resource<DynamicType = ()> + 'static> {
     cache: Option<Store<K>>,
 }
 
+/// Where a reconcile starts, from [`Written::freshest`].
+pub(crate) struct Fresh<K> {
+    /// The newest version the watch has shown: what the reconcile's writes replace.
+    pub(crate) base: Arc<K>,
+    /// What the reconcile works on: `base`, or our last write while `base` is a version our
+    /// writes replaced.
+    pub(crate) object: Arc<K>,
+}
+
 /// The object as our last write returned it, and the versions our writes replaced.
 struct Entry<K> {
     superseded: Vec<String>,
@@ -85,27 +94,48 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Written<K> {
         }
     }
 
-    /// The object to reconcile: what our last write returned while the watch still shows the
-    /// version it replaced, else what the watch shows (and the memory is dropped).
-    pub(crate) fn freshest(&self, reference: &ObjectRef<K>, seen: Arc<K>) -> Arc<K> {
+    /// What a reconcile handed `seen` starts from: the version the cache shows now (the watch
+    /// may have replaced `seen` since the reconcile was queued; the cache only moves forward)
+    /// and, while that is still a version our own writes replaced, what our last write
+    /// returned. Otherwise the memory is dropped.
+    pub(crate) fn freshest(&self, reference: &ObjectRef<K>, seen: Arc<K>) -> Fresh<K> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        match entries.get(reference) {
+        // Read under the lock: the watch updates the cache before it tells `observed`, so a
+        // version that ends the memory is either in the cache here or not yet observed.
+        let base = self.current(reference, seen);
+        let object = match entries.get(reference) {
             // A deletion is never undone: a seen object being deleted (or kept by the intake
             // after it vanished) is newer than a remembered write that was not.
             Some(entry)
-                if seen
+                if base
                     .resource_version()
                     .is_some_and(|version| entry.superseded.contains(&version))
-                    && (seen.meta().deletion_timestamp.is_none()
+                    && (base.meta().deletion_timestamp.is_none()
                         || entry.object.meta().deletion_timestamp.is_some()) =>
             {
                 entry.object.clone()
             }
             Some(_) => {
                 entries.remove(reference);
-                seen
+                base.clone()
             }
-            None => seen,
+            None => base.clone(),
+        };
+        Fresh { base, object }
+    }
+
+    /// The cache's copy of `seen` when it shows the same object (by UID) at another version,
+    /// else `seen`. A different UID is another object of the same name: a vanished one being
+    /// cleaned up keeps its own last state.
+    fn current(&self, reference: &ObjectRef<K>, seen: Arc<K>) -> Arc<K> {
+        match self.cache.as_ref().and_then(|cache| cache.get(reference)) {
+            Some(shown)
+                if shown.uid() == seen.uid()
+                    && shown.resource_version() != seen.resource_version() =>
+            {
+                shown
+            }
+            _ => seen,
         }
     }
 
@@ -226,7 +256,7 @@ mod tests {
         let now = Instant::now();
         written.remember(reference.clone(), &seen, config_map("8", "new"), &[], now);
         // The watch still shows version 7: reconcile what our write returned.
-        let fresh = written.freshest(&reference, seen.clone());
+        let fresh = written.freshest(&reference, seen.clone()).object;
         assert_eq!(fresh.resource_version().as_deref(), Some("8"));
         assert_eq!(size(&fresh), Some("new"));
         // The watch moved on (to our write or anyone else's): trust it, forget ours.
@@ -234,6 +264,7 @@ mod tests {
         assert_eq!(
             written
                 .freshest(&reference, newer)
+                .object
                 .resource_version()
                 .as_deref(),
             Some("9")
@@ -241,6 +272,7 @@ mod tests {
         assert_eq!(
             written
                 .freshest(&reference, seen.clone())
+                .object
                 .resource_version()
                 .as_deref(),
             Some("7")
@@ -265,7 +297,7 @@ mod tests {
             now,
         );
         // The watch delivers 8 (our in-between version): still reconcile 9.
-        let fresh = written.freshest(&reference, config_map("8", "mid"));
+        let fresh = written.freshest(&reference, config_map("8", "mid")).object;
         assert_eq!(fresh.resource_version().as_deref(), Some("9"));
         // A reconcile from our memory that writes again (10) keeps 7 and 8 replaced.
         written.remember(
@@ -276,7 +308,9 @@ mod tests {
             now,
         );
         for replaced in ["7", "8", "9"] {
-            let fresh = written.freshest(&reference, config_map(replaced, "x"));
+            let fresh = written
+                .freshest(&reference, config_map(replaced, "x"))
+                .object;
             assert_eq!(
                 fresh.resource_version().as_deref(),
                 Some("10"),
@@ -284,7 +318,9 @@ mod tests {
             );
         }
         // The watch shows our last write: the memory is done.
-        let caught_up = written.freshest(&reference, config_map("10", "newer"));
+        let caught_up = written
+            .freshest(&reference, config_map("10", "newer"))
+            .object;
         assert_eq!(caught_up.resource_version().as_deref(), Some("10"));
         assert_eq!(written.len(), 0);
     }
@@ -333,6 +369,49 @@ mod tests {
         assert_eq!(written.len(), 1);
     }
 
+    fn with_uid(object: &ConfigMap, uid: &str) -> Arc<ConfigMap> {
+        let mut object = object.clone();
+        object.metadata.uid = Some(uid.into());
+        Arc::new(object)
+    }
+
+    #[test]
+    fn a_reconcile_handed_a_version_the_watch_has_since_replaced_starts_from_the_newer_one() {
+        let (store, mut writer) = kube::runtime::reflector::store::<ConfigMap>();
+        let written = Written::watching(store);
+        let seen = with_uid(&config_map("7", "old"), "u1");
+        let reference = ObjectRef::from_obj(&*seen);
+        // One reconcile: the finalizer patch made 8, the status write 9.
+        written.remember(
+            reference.clone(),
+            &seen,
+            with_uid(&config_map("9", "new"), "u1"),
+            &["8".to_owned(), "9".to_owned()],
+            Instant::now(),
+        );
+        // A second reconcile is queued with version 8; before it starts, the watch shows 9,
+        // which ends the memory.
+        let queued = with_uid(&config_map("8", "mid"), "u1");
+        let shown = with_uid(&config_map("9", "new"), "u1");
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply((*shown).clone()));
+        written.observed(&shown);
+        assert_eq!(written.len(), 0);
+        // It works on 9, not on 8 (which would write the status of 9 again).
+        let fresh = written.freshest(&reference, queued);
+        assert_eq!(fresh.base.resource_version().as_deref(), Some("9"));
+        assert_eq!(size(&fresh.object), Some("new"));
+
+        // Another object of the same name (a new UID) in the cache: a reconcile of the old
+        // one, vanished and being cleaned up, keeps its own last state.
+        let replacement = with_uid(&config_map("12", "other"), "u2");
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(
+            (*replacement).clone(),
+        ));
+        let fresh = written.freshest(&reference, seen.clone());
+        assert_eq!(fresh.base.uid().as_deref(), Some("u1"));
+        assert_eq!(fresh.object.resource_version().as_deref(), Some("7"));
+    }
+
     #[test]
     fn a_seen_deletion_beats_a_remembered_write() {
         let written = Written::<ConfigMap>::default();
@@ -351,7 +430,7 @@ mod tests {
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::now(),
             ));
-        let fresh = written.freshest(&reference, Arc::new(vanished));
+        let fresh = written.freshest(&reference, Arc::new(vanished)).object;
         assert!(fresh.metadata.deletion_timestamp.is_some());
         assert_eq!(written.len(), 0);
     }
@@ -382,6 +461,7 @@ mod tests {
         assert_eq!(
             written
                 .freshest(&reference, seen)
+                .object
                 .resource_version()
                 .as_deref(),
             Some("7")
@@ -405,6 +485,7 @@ mod tests {
         assert_eq!(
             written
                 .freshest(&reference, seen)
+                .object
                 .resource_version()
                 .as_deref(),
             Some("1")

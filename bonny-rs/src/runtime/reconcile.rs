@@ -20,7 +20,7 @@ use super::{
     intake::Vanished,
     pipeline::{Pipeline, Processed},
     queue,
-    read_your_writes::Written,
+    read_your_writes::{Fresh, Written},
     registration::RunContext,
     watches::OwnedCaches,
 };
@@ -151,7 +151,8 @@ pub(crate) async fn reconcile<C: Controller>(
     Ok(into_kube(after))
 }
 
-/// One run of the pipeline on `seen`, with its events, callbacks and metrics.
+/// One run of the pipeline on `seen` (or its newer version), with its events, callbacks and
+/// metrics.
 async fn process<C: Controller>(
     ctx: &Context<C>,
     reference: &ObjectRef<C::Resource>,
@@ -160,6 +161,9 @@ async fn process<C: Controller>(
     let name = &ctx.pipeline.name;
     let started = Instant::now();
     ctx.metrics.reconcile_started(name);
+    // The newest version the watch has shown (`seen` may have been replaced since the
+    // reconcile was queued), and our own last write while the watch still lags behind it.
+    let Fresh { base: seen, object } = ctx.written.freshest(reference, seen);
     let uid = seen.uid();
     if seen.meta().deletion_timestamp.is_some()
         && uid
@@ -173,7 +177,6 @@ async fn process<C: Controller>(
             .reconcile_finished(name, ReconcileResult::success, started.elapsed());
         return Ok(Action::await_change());
     }
-    let object = ctx.written.freshest(reference, seen.clone());
     let axn = Axn::new(object.clone(), ctx.pipeline.client.clone(), name.clone())
         .with_caches(ctx.pipeline.cache.readable());
     let Processed {
