@@ -553,8 +553,21 @@ async fn a_lease_the_replica_may_not_use_is_named_and_keeps_it_unready() {
     );
     assert!(reason.contains("User \"no-leases\""), "{reason}");
 
-    // Retried for several polls, said once, as that sentence, never as a Status dump.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Retried for several polls, said once, as that sentence, never as a Status dump. The API
+    // server's audit log witnesses the retries: a fourth refused request was sent after the
+    // replica had handled the answer to the third (and said whatever it had to say of it).
+    eventually("four refused Lease requests", WAIT, || async {
+        let refused = env
+            .audit_log()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r.user.username == "no-leases" && r.resource == "leases" && r.code == Some(403)
+            })
+            .count();
+        (refused >= 4).then_some(())
+    })
+    .await;
     let text = log.text();
     assert_eq!(
         text.matches("may not get leases.coordination.k8s.io")
