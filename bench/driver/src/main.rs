@@ -398,107 +398,82 @@ struct Column {
     header: &'static str,
     value: fn(&Outcome, usize) -> f64,
     decimals: usize,
-    /// Whether bonny-rs's value over another peer's means something (not for shares).
+    /// Whether bonny-rs's value over another peer's means something (not for shares, nor for
+    /// the driver's own cost).
     ratio: bool,
 }
 
+impl Column {
+    /// A column with bonny-rs's ratio to each other peer.
+    const fn new(header: &'static str, value: fn(&Outcome, usize) -> f64, decimals: usize) -> Self {
+        Self {
+            header,
+            value,
+            decimals,
+            ratio: true,
+        }
+    }
+
+    /// A column without ratios.
+    const fn without_ratio(self) -> Self {
+        Self {
+            ratio: false,
+            ..self
+        }
+    }
+}
+
 const COLUMNS: &[Column] = &[
-    Column {
-        header: "startup s",
-        value: |o, _| o.startup.as_secs_f64(),
-        decimals: 2,
-        ratio: true,
-    },
-    Column {
-        header: "reconcile N s",
-        value: |o, _| o.reconcile.as_secs_f64(),
-        decimals: 2,
-        ratio: true,
-    },
-    Column {
-        header: "delete N s",
-        value: |o, _| o.deletion.as_secs_f64(),
-        decimals: 2,
-        ratio: true,
-    },
-    Column {
-        header: "writes/widget (create)",
-        value: |o, n| o.create.peer_writes() as f64 / n.max(1) as f64,
-        decimals: 2,
-        ratio: true,
-    },
-    Column {
-        header: "writes/no-op reconcile",
-        value: |o, n| o.steady.peer_writes() as f64 / n.max(1) as f64,
-        decimals: 2,
-        ratio: true,
-    },
-    Column {
-        header: "requests/no-op reconcile",
-        value: |o, n| o.steady.total() as f64 / n.max(1) as f64,
-        decimals: 2,
-        ratio: true,
-    },
-    Column {
-        header: "requests (run)",
-        value: |o, _| o.total.total() as f64,
-        decimals: 0,
-        ratio: true,
-    },
-    Column {
-        header: "409s",
-        value: |o, _| o.total.conflicts() as f64,
-        decimals: 0,
-        ratio: true,
-    },
-    Column {
-        header: "startup RSS MiB",
-        value: |o, _| o.startup_rss_kib as f64 / 1024.0,
-        decimals: 1,
-        ratio: true,
-    },
-    Column {
-        header: "peak RSS MiB",
-        value: |o, _| o.peak_rss_kib as f64 / 1024.0,
-        decimals: 1,
-        ratio: true,
-    },
-    Column {
-        header: "steady RSS MiB",
-        value: |o, _| o.steady_rss_kib as f64 / 1024.0,
-        decimals: 1,
-        ratio: true,
-    },
-    Column {
-        header: "CPU s",
-        value: |o, _| o.cpu.as_secs_f64(),
-        decimals: 2,
-        ratio: true,
-    },
-    Column {
-        header: "reconcile N: peer CPU s",
-        value: |o, _| o.reconcile_load.peer.as_secs_f64(),
-        decimals: 2,
-        ratio: true,
-    },
-    Column {
-        header: "reconcile N: control plane CPU s",
-        value: |o, _| o.reconcile_load.control_plane.as_secs_f64(),
-        decimals: 2,
-        ratio: true,
-    },
-    Column {
-        header: "reconcile N: driver CPU s",
-        value: |o, _| o.reconcile_load.driver.as_secs_f64(),
-        decimals: 2,
-        ratio: false,
-    },
-    Column {
-        header: "reconcile N: machine idle %",
-        value: |o, _| o.reconcile_load.idle * 100.0,
-        decimals: 1,
-        ratio: false,
-    },
+    Column::new("startup s", |o, _| o.startup.as_secs_f64(), 2),
+    Column::new("reconcile N s", |o, _| o.reconcile.as_secs_f64(), 2),
+    Column::new("delete N s", |o, _| o.deletion.as_secs_f64(), 2),
+    Column::new(
+        "writes/widget (create)",
+        |o, n| o.create.peer_writes() as f64 / n.max(1) as f64,
+        2,
+    ),
+    Column::new(
+        "writes/no-op reconcile",
+        |o, n| o.steady.peer_writes() as f64 / n.max(1) as f64,
+        2,
+    ),
+    Column::new(
+        "requests/no-op reconcile",
+        |o, n| o.steady.total() as f64 / n.max(1) as f64,
+        2,
+    ),
+    Column::new("requests (run)", |o, _| o.total.total() as f64, 0),
+    Column::new("409s", |o, _| o.total.conflicts() as f64, 0),
+    Column::new(
+        "startup RSS MiB",
+        |o, _| o.startup_rss_kib as f64 / 1024.0,
+        1,
+    ),
+    Column::new("peak RSS MiB", |o, _| o.peak_rss_kib as f64 / 1024.0, 1),
+    Column::new("steady RSS MiB", |o, _| o.steady_rss_kib as f64 / 1024.0, 1),
+    Column::new("CPU s", |o, _| o.cpu.as_secs_f64(), 2),
+    Column::new(
+        "reconcile N: peer CPU s",
+        |o, _| o.reconcile_load.peer.as_secs_f64(),
+        2,
+    ),
+    Column::new(
+        "reconcile N: control plane CPU s",
+        |o, _| o.reconcile_load.control_plane.as_secs_f64(),
+        2,
+    ),
+    Column::new(
+        "reconcile N: driver CPU s",
+        |o, _| o.reconcile_load.driver.as_secs_f64(),
+        2,
+    )
+    .without_ratio(),
+    Column::new(
+        "reconcile N: machine idle %",
+        |o, _| o.reconcile_load.idle * 100.0,
+        1,
+    )
+    .without_ratio(),
 ];
 
 fn median(mut values: Vec<f64>) -> Option<f64> {

@@ -124,17 +124,12 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Written<K> {
         Fresh { base, object }
     }
 
-    /// The cache's copy of `seen` when it shows the same object (by UID) at another version,
-    /// else `seen`. A different UID is another object of the same name: a vanished one being
-    /// cleaned up keeps its own last state.
+    /// The cache's copy of `seen` when it holds the same object (by UID), else `seen`. A
+    /// different UID is another object of the same name: a vanished one being cleaned up keeps
+    /// its own last state.
     fn current(&self, reference: &ObjectRef<K>, seen: Arc<K>) -> Arc<K> {
         match self.cache.as_ref().and_then(|cache| cache.get(reference)) {
-            Some(shown)
-                if shown.uid() == seen.uid()
-                    && shown.resource_version() != seen.resource_version() =>
-            {
-                shown
-            }
+            Some(shown) if shown.uid() == seen.uid() => shown,
             _ => seen,
         }
     }
